@@ -1,0 +1,130 @@
+//! Argument checks shared by the public functions.
+//!
+//! Each returns the documented [`Error`] variant naming the argument, so no
+//! bad tensor reaches libtorch (which would panic in tch's non-`f_` wrappers
+//! or segfault in `run_backward`).
+
+use tch::{Kind, Tensor};
+
+use crate::batch::BatchLayout;
+use crate::error::{Error, Result};
+
+pub(crate) fn is_float(kind: Kind) -> bool {
+    matches!(kind, Kind::Half | Kind::BFloat16 | Kind::Float | Kind::Double)
+}
+
+pub(crate) fn float(arg: &'static str, t: &Tensor) -> Result<()> {
+    if !t.defined() {
+        return Err(Error::InvalidArgument {
+            arg,
+            reason: "tensor is undefined".into(),
+        });
+    }
+    let kind = t.f_kind()?;
+    if is_float(kind) {
+        Ok(())
+    } else {
+        Err(Error::Dtype {
+            arg,
+            expected: "a floating-point kind (f16, bf16, f32, f64)".into(),
+            got: kind,
+        })
+    }
+}
+
+pub(crate) fn same_kind(arg: &'static str, t: &Tensor, kind: Kind) -> Result<()> {
+    let got = t.f_kind()?;
+    if got == kind {
+        Ok(())
+    } else {
+        Err(Error::Dtype {
+            arg,
+            expected: format!("{kind:?} (the dtype of the other inputs)"),
+            got,
+        })
+    }
+}
+
+pub(crate) fn device(arg: &'static str, t: &Tensor, layout: &BatchLayout) -> Result<()> {
+    let got = t.device();
+    if got == layout.device() {
+        Ok(())
+    } else {
+        Err(Error::Device {
+            arg,
+            expected: layout.device(),
+            got,
+        })
+    }
+}
+
+pub(crate) fn shape(arg: &'static str, t: &Tensor, expected: &[i64], words: &str) -> Result<()> {
+    let got = t.size();
+    if got == expected {
+        Ok(())
+    } else {
+        Err(Error::Shape {
+            arg,
+            expected: format!("{words} = {expected:?}"),
+            got,
+        })
+    }
+}
+
+pub(crate) fn finite(arg: &'static str, t: &Tensor) -> Result<()> {
+    if t.numel() == 0 {
+        return Ok(());
+    }
+    let all: bool = bool::try_from(t.f_isfinite()?.f_all()?)?;
+    if all {
+        Ok(())
+    } else {
+        Err(Error::NonFinite { arg })
+    }
+}
+
+/// A finite float tensor on the layout's device with the given shape.
+pub(crate) fn float_tensor(
+    arg: &'static str,
+    t: &Tensor,
+    layout: &BatchLayout,
+    expected: &[i64],
+    words: &str,
+) -> Result<()> {
+    float(arg, t)?;
+    device(arg, t, layout)?;
+    shape(arg, t, expected, words)?;
+    finite(arg, t)
+}
+
+/// Atom-level `[N, 3]` coordinates (positions, forces, noise).
+pub(crate) fn atoms3(arg: &'static str, t: &Tensor, layout: &BatchLayout) -> Result<()> {
+    float_tensor(arg, t, layout, &[layout.num_atoms(), 3], "[N, 3]")
+}
+
+/// Molecule-level `[B]` values (energies).
+pub(crate) fn molecules(arg: &'static str, t: &Tensor, layout: &BatchLayout) -> Result<()> {
+    float_tensor(arg, t, layout, &[layout.num_molecules()], "[B]")
+}
+
+/// An optional boolean mask of the given length.
+pub(crate) fn mask(arg: &'static str, t: &Tensor, layout: &BatchLayout, len: i64) -> Result<()> {
+    let kind = t.f_kind()?;
+    if kind != Kind::Bool {
+        return Err(Error::Dtype {
+            arg,
+            expected: "Bool".into(),
+            got: kind,
+        });
+    }
+    device(arg, t, layout)?;
+    shape(arg, t, &[len], "[len]")
+}
+
+pub(crate) fn positive(arg: &'static str, value: f64) -> Result<f64> {
+    if value.is_finite() && value > 0.0 {
+        Ok(value)
+    } else {
+        Err(Error::NonPositive { arg, value })
+    }
+}

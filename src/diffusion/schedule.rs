@@ -1,0 +1,270 @@
+use std::ops::RangeInclusive;
+
+use tch::{Device, Kind, Tensor};
+
+use crate::batch::BatchLayout;
+use crate::check;
+use crate::error::{Error, Result};
+
+/// The shape of a variance-preserving noise schedule.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum ScheduleKind {
+    /// Nichol & Dhariwal (2021): `abar(t) = f(t)/f(0)`, `f(t) = cos²((t/T + s)/(1 + s) π/2)`,
+    /// each `beta_t` clipped at 0.999.
+    Cosine {
+        /// The small offset `s` (0.008 in the paper).
+        s: f64,
+    },
+    /// Ho et al. (2020): `beta_t` linear from `beta_start` to `beta_end`.
+    Linear {
+        /// `beta_1`.
+        beta_start: f64,
+        /// `beta_T`.
+        beta_end: f64,
+    },
+}
+
+/// A variance-preserving schedule: `R_t = a_t R_0 + s_t eps`, `a_t = sqrt(abar_t)`,
+/// `s_t = sqrt(1 - abar_t)`, for `t` in `1..=T`, with `abar_0 = 1`.
+///
+/// ```
+/// # fn main() -> physcon::Result<()> {
+/// let schedule = physcon::diffusion::NoiseSchedule::cosine(1000)?;
+/// assert_eq!(schedule.steps(), 1000);
+/// assert!(schedule.alpha_bar(1)? > 0.9999 && schedule.alpha_bar(1000)? < 1e-4);
+/// # Ok(()) }
+/// ```
+#[derive(Debug, Clone, PartialEq)]
+pub struct NoiseSchedule {
+    kind: ScheduleKind,
+    alpha_bar: Vec<f64>,
+}
+
+impl NoiseSchedule {
+    /// The cosine schedule with `s = 0.008` over `steps` steps (the default; T = 1000 is usual).
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] for `steps < 1`.
+    pub fn cosine(steps: i64) -> Result<Self> {
+        Self::new(ScheduleKind::Cosine { s: 0.008 }, steps)
+    }
+
+    /// The linear-beta schedule (DDPM uses `1e-4..=0.02` over 1000 steps).
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] for `steps < 1` or betas outside `(0, 1)` or decreasing.
+    pub fn linear(steps: i64, beta_start: f64, beta_end: f64) -> Result<Self> {
+        Self::new(ScheduleKind::Linear { beta_start, beta_end }, steps)
+    }
+
+    /// A schedule of the given kind.
+    ///
+    /// # Errors
+    /// As [`NoiseSchedule::cosine`] and [`NoiseSchedule::linear`]; a negative or
+    /// non-finite cosine offset.
+    pub fn new(kind: ScheduleKind, steps: i64) -> Result<Self> {
+        if steps < 1 {
+            return Err(Error::InvalidArgument {
+                arg: "steps",
+                reason: format!("must be at least 1, got {steps}"),
+            });
+        }
+        let n = steps as usize;
+        let betas: Vec<f64> = match kind {
+            ScheduleKind::Cosine { s } => {
+                if !(s.is_finite() && s >= 0.0) {
+                    return Err(Error::InvalidArgument {
+                        arg: "s",
+                        reason: format!("must be finite and >= 0, got {s}"),
+                    });
+                }
+                let f = |t: usize| {
+                    let x = (t as f64 / n as f64 + s) / (1.0 + s) * std::f64::consts::FRAC_PI_2;
+                    x.cos().powi(2)
+                };
+                (1..=n)
+                    .map(|t| (1.0 - f(t) / f(t - 1)).clamp(0.0, 0.999))
+                    .collect()
+            }
+            ScheduleKind::Linear { beta_start, beta_end } => {
+                let ok = |b: f64| b.is_finite() && b > 0.0 && b < 1.0;
+                if !(ok(beta_start) && ok(beta_end) && beta_start <= beta_end) {
+                    return Err(Error::InvalidArgument {
+                        arg: "beta",
+                        reason: format!("need 0 < beta_start <= beta_end < 1, got {beta_start}..{beta_end}"),
+                    });
+                }
+                (0..n)
+                    .map(|k| {
+                        let w = if n == 1 { 0.0 } else { k as f64 / (n - 1) as f64 };
+                        beta_start + w * (beta_end - beta_start)
+                    })
+                    .collect()
+            }
+        };
+        let mut alpha_bar = Vec::with_capacity(n + 1);
+        alpha_bar.push(1.0);
+        for beta in betas {
+            let last = *alpha_bar.last().unwrap_or(&1.0);
+            alpha_bar.push(last * (1.0 - beta));
+        }
+        Ok(Self { kind, alpha_bar })
+    }
+
+    /// The schedule's kind.
+    pub fn kind(&self) -> ScheduleKind {
+        self.kind
+    }
+
+    /// The number of steps T.
+    pub fn steps(&self) -> i64 {
+        (self.alpha_bar.len() - 1) as i64
+    }
+
+    /// `abar_t` for `t` in `0..=T` (`abar_0 = 1`).
+    ///
+    /// # Errors
+    /// [`Error::IndexOutOfRange`] for `t` outside `0..=T`.
+    pub fn alpha_bar(&self, t: i64) -> Result<f64> {
+        usize::try_from(t)
+            .ok()
+            .and_then(|t| self.alpha_bar.get(t).copied())
+            .ok_or(Error::IndexOutOfRange {
+                arg: "t",
+                index: t,
+                bound: self.steps() + 1,
+            })
+    }
+
+    /// `a_t = sqrt(abar_t)`, the signal scale.
+    ///
+    /// # Errors
+    /// As [`NoiseSchedule::alpha_bar`].
+    pub fn alpha(&self, t: i64) -> Result<f64> {
+        Ok(self.alpha_bar(t)?.sqrt())
+    }
+
+    /// `s_t = sqrt(1 - abar_t)`, the noise scale.
+    ///
+    /// # Errors
+    /// As [`NoiseSchedule::alpha_bar`].
+    pub fn sigma(&self, t: i64) -> Result<f64> {
+        Ok((1.0 - self.alpha_bar(t)?).sqrt())
+    }
+
+    /// The noise level of each molecule at its step `t: [B]` (i64 in `1..=T`), as `kind` on `t`'s device.
+    ///
+    /// # Errors
+    /// [`Error::Dtype`] unless `t` is i64 and `kind` a float kind, [`Error::Shape`]
+    /// unless 1-D, [`Error::IndexOutOfRange`] for a step outside `1..=T`.
+    pub fn level(&self, t: &Tensor, kind: Kind) -> Result<NoiseLevel> {
+        let got = t.f_kind()?;
+        if got != Kind::Int64 {
+            return Err(Error::Dtype {
+                arg: "t",
+                expected: "Int64".into(),
+                got,
+            });
+        }
+        if !check::is_float(kind) {
+            return Err(Error::Dtype {
+                arg: "kind",
+                expected: "a floating-point kind".into(),
+                got: kind,
+            });
+        }
+        if t.dim() != 1 || t.size()[0] == 0 {
+            return Err(Error::Shape {
+                arg: "t",
+                expected: "[B] with B >= 1".into(),
+                got: t.size(),
+            });
+        }
+        for index in [t.f_min()?.f_int64_value(&[])?, t.f_max()?.f_int64_value(&[])?] {
+            if !(1..=self.steps()).contains(&index) {
+                return Err(Error::IndexOutOfRange {
+                    arg: "t",
+                    index,
+                    bound: self.steps() + 1,
+                });
+            }
+        }
+        let table = Tensor::from_slice(&self.alpha_bar).f_to_device(t.device())?;
+        let abar = table.f_index_select(0, t)?;
+        Ok(NoiseLevel {
+            t: t.shallow_clone(),
+            alpha: abar.f_sqrt()?.f_to_kind(kind)?,
+            sigma: abar.f_neg()?.f_add_scalar(1.0)?.f_sqrt()?.f_to_kind(kind)?,
+        })
+    }
+
+    /// `n` steps drawn uniformly from `range` (within `1..=T`), i64 on `device`,
+    /// from libtorch's global generator (`tch::manual_seed`).
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] for an empty range or one outside `1..=T`, or `n < 1`.
+    pub fn sample_t(&self, n: i64, range: RangeInclusive<i64>, device: Device) -> Result<Tensor> {
+        let (lo, hi) = (*range.start(), *range.end());
+        if n < 1 || lo < 1 || hi > self.steps() || lo > hi {
+            return Err(Error::InvalidArgument {
+                arg: "range",
+                reason: format!("need n >= 1 and 1 <= {lo} <= {hi} <= {}, n = {n}", self.steps()),
+            });
+        }
+        Ok(Tensor::f_randint_low(lo, hi + 1, [n], (Kind::Int64, device))?)
+    }
+}
+
+/// The noise level of each molecule: step `t: [B]`, `a_t: [B]`, `s_t: [B]`.
+#[derive(Debug)]
+pub struct NoiseLevel {
+    t: Tensor,
+    alpha: Tensor,
+    sigma: Tensor,
+}
+
+impl Clone for NoiseLevel {
+    fn clone(&self) -> Self {
+        Self {
+            t: self.t.shallow_clone(),
+            alpha: self.alpha.shallow_clone(),
+            sigma: self.sigma.shallow_clone(),
+        }
+    }
+}
+
+impl NoiseLevel {
+    /// Steps `[B]` (i64).
+    pub fn t(&self) -> &Tensor {
+        &self.t
+    }
+
+    /// Signal scales `a_t: [B]`.
+    pub fn alpha(&self) -> &Tensor {
+        &self.alpha
+    }
+
+    /// Noise scales `s_t: [B]`.
+    pub fn sigma(&self) -> &Tensor {
+        &self.sigma
+    }
+
+    /// `a_t` per atom, `[N, 1]`, to broadcast against `[N, 3]`.
+    pub(crate) fn alpha_atoms(&self, layout: &BatchLayout) -> Result<Tensor> {
+        Ok(layout.expand_unchecked(&self.alpha)?.f_unsqueeze(1)?)
+    }
+
+    /// `s_t` per atom, `[N, 1]`.
+    pub(crate) fn sigma_atoms(&self, layout: &BatchLayout) -> Result<Tensor> {
+        Ok(layout.expand_unchecked(&self.sigma)?.f_unsqueeze(1)?)
+    }
+
+    /// The level fits the layout and the dtype of the coordinates it scales.
+    pub(crate) fn check(&self, layout: &BatchLayout, kind: Kind) -> Result<()> {
+        for (arg, t) in [("level.alpha", &self.alpha), ("level.sigma", &self.sigma)] {
+            check::molecules(arg, t, layout)?;
+            check::same_kind(arg, t, kind)?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,119 @@
+//! The crate's error type.
+//!
+//! Every public function that can fail returns [`Result`]. Variants name the
+//! argument at fault so a trainer's log says which tensor was wrong.
+
+use std::path::PathBuf;
+
+use tch::{Device, Kind};
+
+/// Result alias used throughout physcon.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Everything that can go wrong in physcon.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// A tensor has the wrong shape.
+    #[error("`{arg}`: expected shape {expected}, got {got:?}")]
+    Shape {
+        /// The argument at fault.
+        arg: &'static str,
+        /// The expected shape, in words (e.g. `[N, 3]` with N = 7).
+        expected: String,
+        /// The shape that was passed.
+        got: Vec<i64>,
+    },
+    /// A tensor has the wrong element type.
+    #[error("`{arg}`: expected dtype {expected}, got {got:?}")]
+    Dtype {
+        /// The argument at fault.
+        arg: &'static str,
+        /// The expected element type, in words.
+        expected: String,
+        /// The element type that was passed.
+        got: Kind,
+    },
+    /// Two tensors that must live on one device do not.
+    #[error("`{arg}` is on {got:?} but the batch is on {expected:?}")]
+    Device {
+        /// The argument at fault.
+        arg: &'static str,
+        /// The device of the batch layout.
+        expected: Device,
+        /// The device of the argument.
+        got: Device,
+    },
+    /// A tensor holds NaN or an infinity.
+    #[error("`{arg}` contains NaN or infinite values")]
+    NonFinite {
+        /// The argument (or model output) at fault.
+        arg: &'static str,
+    },
+    /// A molecule index in `0..num_molecules` has no atom.
+    #[error("molecule {molecule} has no atoms (every index in 0..{num_molecules} needs one)")]
+    EmptyMolecule {
+        /// The first empty molecule.
+        molecule: i64,
+        /// The number of molecules the batch declares.
+        num_molecules: i64,
+    },
+    /// An index lies outside its range.
+    #[error("`{arg}`: index {index} is outside 0..{bound}")]
+    IndexOutOfRange {
+        /// The argument at fault.
+        arg: &'static str,
+        /// The offending index.
+        index: i64,
+        /// The exclusive upper bound.
+        bound: i64,
+    },
+    /// kT (or a temperature) is not a positive finite number.
+    #[error("`{arg}` must be positive and finite, got {value}")]
+    NonPositive {
+        /// The argument at fault (`kt`, `kelvin`, ...).
+        arg: &'static str,
+        /// The value that was passed.
+        value: f64,
+    },
+    /// A value is outside what the function accepts, for a reason given in words.
+    #[error("`{arg}`: {reason}")]
+    InvalidArgument {
+        /// The argument at fault.
+        arg: &'static str,
+        /// Why it was rejected.
+        reason: String,
+    },
+    /// A model output that must be differentiable has no autograd graph.
+    ///
+    /// libtorch crashes the process when asked to differentiate such a tensor,
+    /// so physcon checks first.
+    #[error("`{arg}` has no autograd graph: {reason}")]
+    NoGraph {
+        /// The tensor that should have had a graph.
+        arg: &'static str,
+        /// What to check.
+        reason: &'static str,
+    },
+    /// A file could not be read or written.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The underlying error.
+        source: std::io::Error,
+    },
+    /// A data file is malformed.
+    #[error("{path}:{line}: {reason}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// 1-based line number of the fault.
+        line: usize,
+        /// What is wrong.
+        reason: String,
+    },
+    /// An error reported by libtorch.
+    #[error(transparent)]
+    Torch(#[from] tch::TchError),
+}

@@ -40,7 +40,7 @@ pub trait EnergyModel {
 
 impl<F> EnergyModel for F
 where
-    F: Fn(&Tensor) -> Result<Tensor>,
+    F: Fn(&Tensor) -> Result<Tensor> + ?Sized,
 {
     fn energy(&self, pos: &Tensor) -> Result<Tensor> {
         self(pos)
@@ -122,13 +122,19 @@ pub(crate) fn energy_and_grad<E: EnergyModel + ?Sized>(
 /// libtorch segfaults on an output without a graph, so that case is answered
 /// with zeros here instead of reaching it.
 pub(crate) fn grad_or_zeros(output: &Tensor, input: &Tensor, create_graph: bool) -> Result<Tensor> {
+    let mut grads = grads_or_zeros(output, std::slice::from_ref(input), create_graph)?;
+    Ok(grads.remove(0))
+}
+
+/// [`grad_or_zeros`] for several inputs in one backward pass.
+pub(crate) fn grads_or_zeros(output: &Tensor, inputs: &[Tensor], create_graph: bool) -> Result<Vec<Tensor>> {
     if !output.requires_grad() {
-        return Ok(input.f_zeros_like()?);
+        return inputs.iter().map(|x| Ok(x.f_zeros_like()?)).collect();
     }
-    let mut grads = Tensor::f_run_backward(&[output], &[input], create_graph, create_graph)?;
-    let grad = grads.pop().filter(Tensor::defined);
-    match grad {
-        Some(g) => Ok(g),
-        None => Ok(input.f_zeros_like()?),
-    }
+    let grads = Tensor::f_run_backward(&[output], inputs, create_graph, create_graph)?;
+    grads
+        .into_iter()
+        .zip(inputs)
+        .map(|(g, x)| if g.defined() { Ok(g) } else { Ok(x.f_zeros_like()?) })
+        .collect()
 }

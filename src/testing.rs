@@ -18,7 +18,7 @@ use std::fmt;
 use tch::{Kind, Tensor};
 
 use crate::batch::BatchLayout;
-use crate::energy::{grad_or_zeros, EnergyModel};
+use crate::energy::{grads_or_zeros, EnergyModel};
 use crate::error::{Error, Result};
 use crate::geometry::{pairs_within, safe_norm};
 
@@ -119,12 +119,9 @@ where
         .map(|x| x.detach().copy().set_requires_grad(true))
         .collect();
     let out = scalar_output(&f, &leaves)?;
-    let analytic: Vec<Vec<f64>> = leaves
+    let analytic: Vec<Vec<f64>> = grads_or_zeros(&out, &leaves, false)?
         .iter()
-        .map(|leaf| {
-            let g = grad_or_zeros(&out, leaf, false)?;
-            Ok(Vec::<f64>::try_from(g.f_reshape([-1])?)?)
-        })
+        .map(|g| Ok(Vec::<f64>::try_from(g.f_reshape([-1])?)?))
         .collect::<Result<_>>()?;
     let mut report = GradcheckReport {
         worst: None,
@@ -199,8 +196,7 @@ where
             .collect();
         let out = scalar_output(&f, &leaves)?;
         let mut total = Tensor::f_zeros([], (Kind::Double, out.device()))?;
-        for (leaf, w) in leaves.iter().zip(&weights) {
-            let g = grad_or_zeros(&out, leaf, true)?;
+        for (g, w) in grads_or_zeros(&out, &leaves, true)?.iter().zip(&weights) {
             total = total.f_add(&g.f_mul(w)?.f_sum(Kind::Double)?)?;
         }
         Ok(total)

@@ -19,7 +19,7 @@ pub trait Denoiser {
 
 impl<F> Denoiser for F
 where
-    F: Fn(&Tensor, &Tensor) -> Result<Tensor>,
+    F: Fn(&Tensor, &Tensor) -> Result<Tensor> + ?Sized,
 {
     fn predict_eps(&self, x_t: &Tensor, t: &Tensor) -> Result<Tensor> {
         self(x_t, t)

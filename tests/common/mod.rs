@@ -1,0 +1,157 @@
+//! Shared fixtures: random molecules in shuffled ragged layouts, and a Morse
+//! energy whose parameters are tensors (so gradients into the energy model can
+//! be checked).
+#![allow(dead_code)]
+
+use physcon::geometry::{distances, pairs_within};
+use physcon::{BatchLayout, Result};
+use proptest::prelude::*;
+use tch::{Device, Kind, Tensor};
+
+/// A random batch: 1-4 molecules of 1-12 atoms on a jittered lattice (no two
+/// atoms closer than ~0.8 Å), atoms shuffled across the batch.
+#[derive(Debug)]
+pub struct Case {
+    pub layout: BatchLayout,
+    /// Positions `[N, 3]`.
+    pub pos: Tensor,
+    /// Two unrelated random atom-level fields `[N, 3]` in [-1, 1].
+    pub u: Tensor,
+    pub v: Tensor,
+    /// Two random molecule-level values `[B]`.
+    pub p: Tensor,
+    pub q: Tensor,
+    /// A random label mask `[B]`.
+    pub mask: Tensor,
+    /// The molecule of each atom, on the host.
+    pub batch: Vec<i64>,
+}
+
+#[derive(Debug, Clone)]
+pub struct RawCase {
+    counts: Vec<usize>,
+    perm: Vec<usize>,
+    jitter: Vec<f64>,
+    u: Vec<f64>,
+    v: Vec<f64>,
+    p: Vec<f64>,
+    q: Vec<f64>,
+    mask: Vec<bool>,
+}
+
+pub fn raw_case(max_atoms: usize) -> impl Strategy<Value = RawCase> {
+    prop::collection::vec(1..=max_atoms, 1..=4).prop_flat_map(|counts| {
+        let n: usize = counts.iter().sum();
+        let b = counts.len();
+        (
+            Just(counts),
+            Just((0..n).collect::<Vec<_>>()).prop_shuffle(),
+            prop::collection::vec(-0.25..0.25f64, 3 * n),
+            prop::collection::vec(-1.0..1.0f64, 3 * n),
+            prop::collection::vec(-1.0..1.0f64, 3 * n),
+            prop::collection::vec(-3.0..3.0f64, b),
+            prop::collection::vec(-3.0..3.0f64, b),
+            prop::collection::vec(any::<bool>(), b),
+        )
+            .prop_map(|(counts, perm, jitter, u, v, p, q, mask)| RawCase { counts, perm, jitter, u, v, p, q, mask })
+    })
+}
+
+fn atoms(values: &[f64], n: usize) -> Tensor {
+    Tensor::from_slice(values).reshape([n as i64, 3])
+}
+
+impl RawCase {
+    pub fn build(&self) -> Case {
+        let n = self.perm.len();
+        let mut mol_of = Vec::with_capacity(n);
+        let mut lattice = Vec::with_capacity(3 * n);
+        for (m, &c) in self.counts.iter().enumerate() {
+            for k in 0..c {
+                mol_of.push(m as i64);
+                lattice.extend([(k % 3) as f64 * 1.3, ((k / 3) % 3) as f64 * 1.3, (k / 9) as f64 * 1.3]);
+            }
+        }
+        let mut pos = vec![0.0; 3 * n];
+        let mut batch = vec![0; n];
+        for (p, &orig) in self.perm.iter().enumerate() {
+            batch[p] = mol_of[orig];
+            for d in 0..3 {
+                pos[3 * p + d] = lattice[3 * orig + d] + self.jitter[3 * orig + d];
+            }
+        }
+        let layout = BatchLayout::new(&Tensor::from_slice(&batch), self.counts.len() as i64).unwrap();
+        Case {
+            layout,
+            pos: atoms(&pos, n),
+            u: atoms(&self.u, n),
+            v: atoms(&self.v, n),
+            p: Tensor::from_slice(&self.p),
+            q: Tensor::from_slice(&self.q),
+            mask: Tensor::from_slice(&self.mask),
+            batch,
+        }
+    }
+}
+
+/// Morse pair energy `sum_{i<j} d (1 - exp(-a (r - r0)))^2` with `params = [d, a, r0]`.
+pub struct Morse {
+    layout: BatchLayout,
+    i: Tensor,
+    j: Tensor,
+    pair_mol: Tensor,
+    pub params: Tensor,
+}
+
+impl Morse {
+    pub fn new(layout: &BatchLayout, params: &Tensor) -> Self {
+        let (i, j) = pairs_within(layout).unwrap();
+        let pair_mol = layout.batch().index_select(0, &i);
+        Self { layout: layout.clone(), i, j, pair_mol, params: params.shallow_clone() }
+    }
+
+    pub fn default_params() -> Tensor {
+        Tensor::from_slice(&[0.7f64, 1.3, 1.4])
+    }
+}
+
+impl physcon::EnergyModel for Morse {
+    fn energy(&self, pos: &Tensor) -> Result<Tensor> {
+        let r = distances(pos, &self.i, &self.j, &self.layout)?;
+        let (d, a, r0) = (self.params.get(0), self.params.get(1), self.params.get(2));
+        let phi = (-(r - r0) * a).exp().neg().g_add_scalar(1.0).square() * d;
+        let zeros = Tensor::zeros([self.layout.num_molecules()], (pos.kind(), pos.device()));
+        // Keeps single-atom molecules in the graph at zero energy.
+        Ok(zeros.index_add(0, &self.pair_mol, &phi) + pos.sum(pos.kind()) * 0.0)
+    }
+}
+
+/// A random rotation matrix `[3, 3]` from a (non-zero) quaternion.
+pub fn rotation(qw: f64, qx: f64, qy: f64, qz: f64) -> Tensor {
+    let norm = (qw * qw + qx * qx + qy * qy + qz * qz).sqrt().max(1e-9);
+    let (w, x, y, z) = (qw / norm, qx / norm, qy / norm, qz / norm);
+    Tensor::from_slice(&[
+        1.0 - 2.0 * (y * y + z * z),
+        2.0 * (x * y - z * w),
+        2.0 * (x * z + y * w),
+        2.0 * (x * y + z * w),
+        1.0 - 2.0 * (x * x + z * z),
+        2.0 * (y * z - x * w),
+        2.0 * (x * z - y * w),
+        2.0 * (y * z + x * w),
+        1.0 - 2.0 * (x * x + y * y),
+    ])
+    .reshape([3, 3])
+}
+
+pub fn single_thread() {
+    tch::set_num_threads(1);
+}
+
+pub fn cpu_f64() -> (Kind, Device) {
+    (Kind::Double, Device::Cpu)
+}
+
+pub fn max_abs_diff(a: &Tensor, b: &Tensor) -> f64 {
+    (a - b).abs().max().double_value(&[])
+}

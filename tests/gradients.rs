@@ -1,0 +1,113 @@
+//! Autograd gradients of every loss against central finite differences
+//! (torch.autograd.gradcheck's tolerances: eps 1e-6, atol 1e-5, rtol 1e-3),
+//! on random molecules in shuffled ragged layouts, for every differentiable
+//! input the loss's gradient flow lets through.
+
+mod common;
+
+use common::{raw_case, single_thread, Morse};
+use physcon::diffusion::{q_sample_with, NoiseSchedule};
+use physcon::losses::{
+    denoising_loss, force_loss, EnergyLoss, EnergyMetric, Forces, GradientFlow, OptimalityLoss, ScoreConsistency,
+};
+use physcon::testing::{gradcheck, GradcheckOptions};
+use physcon::{EnergyModel, Result};
+use proptest::prelude::*;
+use tch::Tensor;
+
+fn check(f: impl Fn(&[Tensor]) -> Result<Tensor>, inputs: &[Tensor]) -> std::result::Result<(), TestCaseError> {
+    let report = gradcheck(f, inputs, GradcheckOptions::default()).map_err(|e| TestCaseError::fail(e.to_string()))?;
+    prop_assert!(report.passed(), "{}", report);
+    prop_assert!(report.checked > 0);
+    Ok(())
+}
+
+const FLOWS: [GradientFlow; 3] = [GradientFlow::ToStructure, GradientFlow::Both, GradientFlow::ToEnergy];
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(24))]
+
+    #[test]
+    fn energy_loss_gradients(raw in raw_case(12), metric in 0..3usize, per_atom: bool, masked: bool) {
+        single_thread();
+        let c = raw.build();
+        let metric = [EnergyMetric::L1, EnergyMetric::Mse, EnergyMetric::Huber { delta: 0.5 }][metric];
+        let loss = EnergyLoss::default().metric(metric).per_atom(per_atom);
+        let mask = masked.then(|| c.mask.shallow_clone());
+        check(|x| loss.forward(&x[0], &c.q, &c.layout, mask.as_ref()), &[c.p.shallow_clone()])?;
+    }
+
+    #[test]
+    fn force_loss_gradients(raw in raw_case(12), masked: bool) {
+        single_thread();
+        let c = raw.build();
+        let mask = masked.then(|| c.mask.shallow_clone());
+        check(|x| force_loss(&x[0], &c.v, &c.layout, mask.as_ref()), &[c.u.shallow_clone()])?;
+    }
+
+    #[test]
+    fn denoising_loss_gradients(raw in raw_case(12)) {
+        single_thread();
+        let c = raw.build();
+        check(|x| denoising_loss(&x[0], &x[1], &c.layout), &[c.u.shallow_clone(), c.v.shallow_clone()])?;
+    }
+
+    /// The stationarity loss's gradient in the structure needs the Hessian of E:
+    /// this is the second-order check against finite differences of the loss.
+    #[test]
+    fn optimality_gradients(raw in raw_case(8), descent: bool, flow in 0..3usize) {
+        single_thread();
+        let c = raw.build();
+        let flow = FLOWS[flow];
+        let loss = if descent { OptimalityLoss::energy_descent() } else { OptimalityLoss::stationarity() }.flow(flow);
+        let structure = &c.pos + &c.u * 0.1;
+        let reference = descent.then(|| c.pos.shallow_clone());
+        let params = Morse::default_params();
+        // EnergyDescent stops the gradient of E(R_ref), which finite differences in the
+        // parameters would see: add the stopped term back so both differentiate E(R_hat) alone.
+        let run = |structure: &Tensor, params: &Tensor| -> Result<Tensor> {
+            let model = Morse::new(&c.layout, params);
+            let value = loss.forward(&model, structure, reference.as_ref(), &c.layout)?;
+            match &reference {
+                None => Ok(value),
+                Some(r) => {
+                    let per_atom = model.energy(r)?.detach() / c.layout.counts().to_kind(tch::Kind::Double);
+                    Ok(value + per_atom.mean(tch::Kind::Double))
+                }
+            }
+        };
+        match flow {
+            GradientFlow::ToStructure => check(|x| run(&x[0], &params), &[structure])?,
+            GradientFlow::ToEnergy => check(|x| run(&structure, &x[0]), &[params])?,
+            GradientFlow::Both => check(|x| run(&x[0], &x[1]), &[structure, params])?,
+        }
+    }
+
+    #[test]
+    fn score_consistency_gradients(raw in raw_case(8), flow in 0..3usize, labels: bool, t in 1..200i64) {
+        single_thread();
+        let c = raw.build();
+        let flow = FLOWS[flow];
+        prop_assume!(!(labels && flow == GradientFlow::ToEnergy));
+        let schedule = NoiseSchedule::cosine(1000).unwrap();
+        let t = Tensor::full([c.layout.num_molecules()], t, (tch::Kind::Int64, tch::Device::Cpu));
+        let loss = ScoreConsistency::new(0.3).unwrap().flow(flow);
+        let params = Morse::default_params();
+        let run = |eps_hat: &Tensor, clean: &Tensor, params: &Tensor| {
+            let noised = q_sample_with(&schedule, clean, &t, &c.u, &c.layout)?;
+            let model = Morse::new(&c.layout, params);
+            let forces = if labels { Forces::Labels(&c.v) } else { Forces::Model(&model) };
+            loss.forward(eps_hat, &noised, forces, &c.layout)
+        };
+        let eps_hat = c.v.shallow_clone();
+        match (flow, labels) {
+            (GradientFlow::ToStructure, _) | (GradientFlow::Both, true) => {
+                check(|x| run(&x[0], &c.pos, &params), &[eps_hat])?
+            }
+            (GradientFlow::ToEnergy, _) => check(|x| run(&eps_hat, &x[0], &x[1]), &[c.pos.shallow_clone(), params])?,
+            (GradientFlow::Both, false) => {
+                check(|x| run(&x[0], &x[1], &x[2]), &[eps_hat, c.pos.shallow_clone(), params])?
+            }
+        }
+    }
+}

@@ -155,3 +155,23 @@ pub fn cpu_f64() -> (Kind, Device) {
 pub fn max_abs_diff(a: &Tensor, b: &Tensor) -> f64 {
     (a - b).abs().max().double_value(&[])
 }
+
+/// Serialises tests that seed and draw from libtorch's global generator.
+pub static RNG: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// A permutation of `0..n` from a seed (Fisher-Yates over splitmix64).
+pub fn shuffled(n: i64, seed: u64) -> Vec<i64> {
+    let mut state = seed;
+    let mut next = move || {
+        state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = state;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    };
+    let mut perm: Vec<i64> = (0..n).collect();
+    for i in (1..perm.len()).rev() {
+        perm.swap(i, (next() % (i as u64 + 1)) as usize);
+    }
+    perm
+}

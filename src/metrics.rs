@@ -20,7 +20,12 @@ use crate::losses::{EnergyLoss, EnergyMetric};
 /// It is found without autograd: by the envelope theorem the gradient of the
 /// minimum is that of the objective at the optimal rotation held fixed, so the
 /// gradient is exact and never passes through the SVD's unstable backward. At
-/// RMSD 0 the gradient is 0 (a subgradient), not NaN.
+/// RMSD 0 the gradient is 0 (a subgradient), not NaN. "0" includes round-off:
+/// a superposition of exact copies leaves a residual of a few machine epsilons
+/// (whose gradient would be an arbitrary unit vector), so a mean squared
+/// deviation below `(1000 eps)^2` times the molecule's mean `|x_i - c_x|^2 +
+/// |y_i - c_y|^2` is reported as exactly 0 with gradient 0 (`eps` of f64 for
+/// f64 input, of f32 otherwise: RMSD below ~2e-13 or ~1e-4 of the molecule's size).
 ///
 /// ```
 /// # fn main() -> physcon::Result<()> {
@@ -57,9 +62,26 @@ pub fn kabsch_rmsd(pred: &Tensor, reference: &Tensor, layout: &BatchLayout) -> R
         .f_square()?
         .f_sum_dim_intlist(1, false, pred.kind())?;
     let msd = layout.mean_unchecked(&sq)?;
-    let positive = msd.f_gt(0.0)?;
+    let positive = msd.f_gt_tensor(&round_off_floor(&p, &q, layout)?)?;
     let safe = msd.f_where_self(&positive, &msd.f_ones_like()?)?;
     Ok(safe.f_sqrt()?.f_where_self(&positive, &msd.f_zeros_like()?)?)
+}
+
+/// The mean squared deviation `[B]` (detached) below which the RMSD is round-off:
+/// `(1000 eps)^2 mean_i (|p_i|^2 + |q_i|^2)` for centred `p`, `q`.
+fn round_off_floor(p: &Tensor, q: &Tensor, layout: &BatchLayout) -> Result<Tensor> {
+    let kind = p.kind();
+    let eps = if kind == Kind::Double {
+        f64::EPSILON
+    } else {
+        f64::from(f32::EPSILON)
+    };
+    let (p, q) = (p.detach(), q.detach());
+    let size = p
+        .f_square()?
+        .f_add(&q.f_square()?)?
+        .f_sum_dim_intlist(1, false, kind)?;
+    Ok(layout.mean_unchecked(&size)?.f_mul_scalar((1e3 * eps).powi(2))?)
 }
 
 /// Proper rotations `[B, 3, 3]` minimising `sum_i || Q p_i - q_i ||^2` for centred `p`, `q`.

@@ -154,9 +154,8 @@ impl TrainingPlan {
                 reason: "must be at least 1".into(),
             });
         }
-        if !(self.lr.is_finite() && self.lr > 0.0)
-            || !(self.final_lr.is_finite() && (0.0..=self.lr).contains(&self.final_lr))
-        {
+        let lr_ok = self.lr.is_finite() && self.lr > 0.0;
+        if !(lr_ok && self.final_lr.is_finite() && (0.0..=self.lr).contains(&self.final_lr)) {
             return Err(Error::InvalidArgument {
                 arg: "lr",
                 reason: format!(

@@ -16,8 +16,15 @@ use tch::{Device, Kind, Tensor};
 
 const POTENTIALS: [PairPotential; 3] = [
     PairPotential::Harmonic { k: 3.0, r0: 1.1 },
-    PairPotential::Morse { d: 4.5, a: 1.9, r0: 0.95 },
-    PairPotential::LennardJones { epsilon: 0.4, sigma: 1.3 },
+    PairPotential::Morse {
+        d: 4.5,
+        a: 1.9,
+        r0: 0.95,
+    },
+    PairPotential::LennardJones {
+        epsilon: 0.4,
+        sigma: 1.3,
+    },
 ];
 
 fn diatomic(r: f64, axis: [f64; 3]) -> Tensor {
@@ -33,14 +40,24 @@ fn optimality_vanishes_at_the_minimum_and_only_there() -> Result<()> {
     for potential in POTENTIALS {
         let energy = PairEnergy::new(potential, &layout)?;
         let loss = OptimalityLoss::stationarity();
-        let at_min = loss.forward(&energy, &diatomic(potential.minimum(), [1.0, 2.0, -0.5]), None, &layout)?;
+        let at_min = loss.forward(
+            &energy,
+            &diatomic(potential.minimum(), [1.0, 2.0, -0.5]),
+            None,
+            &layout,
+        )?;
         assert!(at_min.double_value(&[]) < 1e-24, "{potential:?}: {at_min}");
         for factor in [0.93, 1.08, 1.3] {
             let r = potential.minimum() * factor;
-            let value = loss.forward(&energy, &diatomic(r, [0.2, -1.0, 0.4]), None, &layout)?.double_value(&[]);
+            let value = loss
+                .forward(&energy, &diatomic(r, [0.2, -1.0, 0.4]), None, &layout)?
+                .double_value(&[]);
             // Two atoms, each with |dE/dr_i| = |phi'(r)|: L = phi'(r)^2.
             let expected = potential.derivatives(r)[1].powi(2);
-            assert!(value > 0.0 && (value - expected).abs() <= 1e-10 * expected, "{potential:?} r={r}: {value} vs {expected}");
+            assert!(
+                value > 0.0 && (value - expected).abs() <= 1e-10 * expected,
+                "{potential:?} r={r}: {value} vs {expected}"
+            );
         }
     }
     // An equilateral triangle of harmonic bonds at rest length is a minimum too.
@@ -48,8 +65,18 @@ fn optimality_vanishes_at_the_minimum_and_only_there() -> Result<()> {
     let energy = PairEnergy::new(PairPotential::Harmonic { k: 2.0, r0: 1.5 }, &layout)?;
     let h = 1.5 * 3f64.sqrt() / 2.0;
     let triangle = Tensor::from_slice(&[0.0, 0.0, 0.0, 1.5, 0.0, 0.0, 0.75, h, 0.0]).reshape([3, 3]);
-    assert!(OptimalityLoss::stationarity().forward(&energy, &triangle, None, &layout)?.double_value(&[]) < 1e-24);
-    assert!(OptimalityLoss::stationarity().forward(&energy, &(&triangle * 1.1), None, &layout)?.double_value(&[]) > 1e-3);
+    assert!(
+        OptimalityLoss::stationarity()
+            .forward(&energy, &triangle, None, &layout)?
+            .double_value(&[])
+            < 1e-24
+    );
+    assert!(
+        OptimalityLoss::stationarity()
+            .forward(&energy, &(&triangle * 1.1), None, &layout)?
+            .double_value(&[])
+            > 1e-3
+    );
     Ok(())
 }
 
@@ -61,11 +88,20 @@ fn energy_descent_reads_as_the_per_atom_gap() -> Result<()> {
         let energy = PairEnergy::new(potential, &layout)?;
         let (r, r_ref) = (potential.minimum() * 1.2, potential.minimum());
         let loss = OptimalityLoss::energy_descent();
-        let value = loss.forward(&energy, &diatomic(r, [1.0, 0.0, 0.0]), Some(&diatomic(r_ref, [0.0, 1.0, 0.0])), &layout)?;
+        let value = loss.forward(
+            &energy,
+            &diatomic(r, [1.0, 0.0, 0.0]),
+            Some(&diatomic(r_ref, [0.0, 1.0, 0.0])),
+            &layout,
+        )?;
         let expected = (potential.derivatives(r)[0] - potential.derivatives(r_ref)[0]) / 2.0;
         assert!((value.double_value(&[]) - expected).abs() < 1e-12);
         let same = diatomic(r, [1.0, 0.0, 0.0]);
-        assert_eq!(loss.forward(&energy, &same, Some(&same), &layout)?.double_value(&[]), 0.0);
+        assert_eq!(
+            loss.forward(&energy, &same, Some(&same), &layout)?
+                .double_value(&[]),
+            0.0
+        );
     }
     Ok(())
 }
@@ -115,10 +151,14 @@ fn score_consistency_vanishes_when_the_score_is_force_over_kt() -> Result<()> {
     let schedule = NoiseSchedule::cosine(1000)?;
     let t = Tensor::from_slice(&[5i64, 40]);
     let clean = Tensor::from_slice(&[
-        0.1, 0.2, 0.3, 1.0, -0.4, 0.2, -0.7, 0.9, 0.0, 0.0, 0.0, 0.5, 1.2, 0.3, -0.1, 0.4, -1.0, 0.8, -0.6, 0.2, 0.0,
+        0.1, 0.2, 0.3, 1.0, -0.4, 0.2, -0.7, 0.9, 0.0, 0.0, 0.0, 0.5, 1.2, 0.3, -0.1, 0.4, -1.0, 0.8, -0.6,
+        0.2, 0.0,
     ])
     .reshape([7, 3]);
-    let eps = Tensor::from_slice(&[0.5f64; 21]).reshape([7, 3]).cumsum(0, Kind::Double).sin();
+    let eps = Tensor::from_slice(&[0.5f64; 21])
+        .reshape([7, 3])
+        .cumsum(0, Kind::Double)
+        .sin();
     let noised = q_sample_with(&schedule, &clean, &t, &eps, &layout)?;
     // eps* = -(s/a) F / kT = (s/a) (k/kT) (x - x_mean), written out by hand.
     let ratio = noised.level().sigma() / noised.level().alpha() * (k / kt);
@@ -126,9 +166,12 @@ fn score_consistency_vanishes_when_the_score_is_force_over_kt() -> Result<()> {
     let loss = ScoreConsistency::new(kt)?;
     let zero = loss.forward(&eps_star, &noised, Forces::Model(&energy), &layout)?;
     assert!(zero.double_value(&[]) < 1e-24, "{zero}");
-    let off = ScoreConsistency::new(2.0 * kt)?.forward(&eps_star, &noised, Forces::Model(&energy), &layout)?;
+    let off =
+        ScoreConsistency::new(2.0 * kt)?.forward(&eps_star, &noised, Forces::Model(&energy), &layout)?;
     // Halving the target: L = mean_b (1/n_b) sum_i |eps*_i / 2|^2.
-    let expected = layout.mean(&(&eps_star / 2.0).square().sum_dim_intlist(1, false, Kind::Double))?.mean(Kind::Double);
+    let expected = layout
+        .mean(&(&eps_star / 2.0).square().sum_dim_intlist(1, false, Kind::Double))?
+        .mean(Kind::Double);
     assert!((off.double_value(&[]) - expected.double_value(&[])).abs() < 1e-12);
     Ok(())
 }
@@ -147,54 +190,72 @@ fn score_consistency_is_minimised_by_the_true_noised_score() -> Result<()> {
     let layout = BatchLayout::from_counts(&vec![atoms; molecules as usize], Device::Cpu)?;
     let energy = harmonic_well(&layout, k);
     let sigma0 = (kt / k).sqrt();
-    let clean = layout.centre(&Tensor::randn([atoms * molecules, 3], (Kind::Double, Device::Cpu)))? * sigma0;
+    let clean = layout.centre(&Tensor::randn(
+        [atoms * molecules, 3],
+        (Kind::Double, Device::Cpu),
+    ))? * sigma0;
     let schedule = NoiseSchedule::cosine(1000)?;
     for step in [20i64, 100, 300] {
         let t = Tensor::full([molecules], step, (Kind::Int64, Device::Cpu));
-        let eps = layout.centre(&Tensor::randn([atoms * molecules, 3], (Kind::Double, Device::Cpu)))?;
+        let eps = layout.centre(&Tensor::randn(
+            [atoms * molecules, 3],
+            (Kind::Double, Device::Cpu),
+        ))?;
         let noised = q_sample_with(&schedule, &clean, &t, &eps, &layout)?;
         let (a, s) = (schedule.alpha(step)?, schedule.sigma(step)?);
         let eps_true = noised.x_t() * (s / (a * a * sigma0 * sigma0 + s * s));
         let value_at = |c: &Tensor| -> Result<f64> {
-            let loss = ScoreConsistency::new(kt)?.forward(&(&eps_true * c), &noised, Forces::Model(&energy), &layout)?;
+            let loss = ScoreConsistency::new(kt)?.forward(
+                &(&eps_true * c),
+                &noised,
+                Forces::Model(&energy),
+                &layout,
+            )?;
             Ok(loss.double_value(&[]))
         };
         // The loss is quadratic in c: its minimiser from three values.
-        let (l0, l1, l2) = (value_at(&Tensor::from(0.0))?, value_at(&Tensor::from(1.0))?, value_at(&Tensor::from(2.0))?);
+        let (l0, l1, l2) = (
+            value_at(&Tensor::from(0.0))?,
+            value_at(&Tensor::from(1.0))?,
+            value_at(&Tensor::from(2.0))?,
+        );
         let best = (l0 - l2) / (2.0 * (l0 - 2.0 * l1 + l2)) + 1.0;
         assert!((best - 1.0).abs() < 0.05, "t={step}: best scale {best}");
     }
     Ok(())
 }
 
-struct Transform {
-    rotation: Tensor,
-    shift: Tensor,
-    atom_perm: Vec<i64>,
-    mol_perm: Vec<i64>,
+/// Every input of the losses for one batch.
+struct Fields {
+    pos: Tensor,
+    u: Tensor,
+    v: Tensor,
+    p: Tensor,
+    q: Tensor,
+    mask: Tensor,
+    t: Tensor,
 }
 
-fn loss_values(
-    layout: &BatchLayout,
-    pos: &Tensor,
-    u: &Tensor,
-    v: &Tensor,
-    p: &Tensor,
-    q: &Tensor,
-    mask: &Tensor,
-    t: &Tensor,
-) -> Result<Vec<f64>> {
+fn loss_values(layout: &BatchLayout, f: &Fields) -> Result<Vec<f64>> {
     let energy = Morse::new(layout, &Morse::default_params());
     let schedule = NoiseSchedule::cosine(1000)?;
-    let noised = q_sample_with(&schedule, pos, t, u, layout)?;
+    let noised = q_sample_with(&schedule, &f.pos, &f.t, &f.u, layout)?;
+    let generated = &f.pos + &f.v * 0.1;
     let losses = [
-        EnergyLoss::default().per_atom(true).forward(p, q, layout, Some(mask))?,
-        force_loss(u, v, layout, Some(mask))?,
-        denoising_loss(u, v, layout)?,
-        OptimalityLoss::stationarity().forward(&energy, &(pos + v * 0.1), None, layout)?,
-        OptimalityLoss::energy_descent().forward(&energy, &(pos + v * 0.1), Some(pos), layout)?,
-        ScoreConsistency::new(0.4)?.forward(v, &noised, Forces::Model(&energy), layout)?,
-        ScoreConsistency::new(0.4)?.flow(GradientFlow::Both).forward(v, &noised, Forces::Labels(u), layout)?,
+        EnergyLoss::default()
+            .per_atom(true)
+            .forward(&f.p, &f.q, layout, Some(&f.mask))?,
+        force_loss(&f.u, &f.v, layout, Some(&f.mask))?,
+        denoising_loss(&f.u, &f.v, layout)?,
+        OptimalityLoss::stationarity().forward(&energy, &generated, None, layout)?,
+        OptimalityLoss::energy_descent().forward(&energy, &generated, Some(&f.pos), layout)?,
+        ScoreConsistency::new(0.4)?.forward(&f.v, &noised, Forces::Model(&energy), layout)?,
+        ScoreConsistency::new(0.4)?.flow(GradientFlow::Both).forward(
+            &f.v,
+            &noised,
+            Forces::Labels(&f.u),
+            layout,
+        )?,
     ];
     Ok(losses.iter().map(|l| l.double_value(&[])).collect())
 }
@@ -216,21 +277,24 @@ proptest! {
         let (n, b) = (c.layout.num_atoms(), c.layout.num_molecules());
         // Atoms move anywhere in the batch (within-molecule order included); molecules are relabelled.
         let (atom_perm, mol_perm) = (shuffled(n, seed), shuffled(b, seed ^ 0x5eed));
-        let tr = Transform { rotation: rotation(quat[0], quat[1], quat[2], quat[3]), shift: Tensor::from_slice(&shift), atom_perm, mol_perm };
         let t = Tensor::full([b], step, (Kind::Int64, Device::Cpu)) + Tensor::arange(b, (Kind::Int64, Device::Cpu));
-        let before = loss_values(&c.layout, &c.pos, &c.u, &c.v, &c.p, &c.q, &c.mask, &t).unwrap();
-
-        let ap = Tensor::from_slice(&tr.atom_perm);
-        let rot = |x: &Tensor| x.matmul(&tr.rotation.tr()).index_select(0, &ap);
+        let before = Fields {
+            pos: c.pos.shallow_clone(), u: c.u.shallow_clone(), v: c.v.shallow_clone(),
+            p: c.p.shallow_clone(), q: c.q.shallow_clone(), mask: c.mask.shallow_clone(), t,
+        };
+        let rotation = rotation(quat[0], quat[1], quat[2], quat[3]);
+        let ap = Tensor::from_slice(&atom_perm);
+        let rot = |x: &Tensor| x.matmul(&rotation.tr()).index_select(0, &ap);
         // New label of molecule m is mol_perm[m]; molecule-level values move with it.
-        let mp = Tensor::from_slice(&tr.mol_perm);
+        let mp = Tensor::from_slice(&mol_perm);
         let inverse = mp.argsort(0, false);
-        let batch = mp.index_select(0, &c.layout.batch().index_select(0, &ap));
-        let layout = BatchLayout::new(&batch, b).unwrap();
+        let layout = BatchLayout::new(&mp.index_select(0, &c.layout.batch().index_select(0, &ap)), b).unwrap();
         let mol = |x: &Tensor| x.index_select(0, &inverse);
-        let after = loss_values(
-            &layout, &(rot(&c.pos) + &tr.shift), &rot(&c.u), &rot(&c.v), &mol(&c.p), &mol(&c.q), &mol(&c.mask), &mol(&t),
-        ).unwrap();
+        let after = Fields {
+            pos: rot(&before.pos) + Tensor::from_slice(&shift), u: rot(&before.u), v: rot(&before.v),
+            p: mol(&before.p), q: mol(&before.q), mask: mol(&before.mask), t: mol(&before.t),
+        };
+        let (before, after) = (loss_values(&c.layout, &before).unwrap(), loss_values(&layout, &after).unwrap());
         for (k, (x, y)) in before.iter().zip(&after).enumerate() {
             prop_assert!((x - y).abs() <= 1e-9 * x.abs().max(1.0), "loss {}: {} vs {}", k, x, y);
         }
@@ -241,7 +305,8 @@ proptest! {
 fn energy_model_fixture_is_sane() -> Result<()> {
     // Guards the fixture the invariance test relies on: energies differ between molecules.
     let layout = BatchLayout::from_counts(&[2, 2], Device::Cpu)?;
-    let pos = Tensor::from_slice(&[0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 0.0, 0.0, 2.0, 0.0, 0.0]).reshape([4, 3]);
+    let pos =
+        Tensor::from_slice(&[0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 0.0, 0.0, 2.0, 0.0, 0.0]).reshape([4, 3]);
     let e = Morse::new(&layout, &Morse::default_params()).energy(&pos)?;
     assert!((e.double_value(&[0]) - e.double_value(&[1])).abs() > 1e-3);
     Ok(())

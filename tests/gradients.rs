@@ -8,21 +8,30 @@ mod common;
 use common::{raw_case, single_thread, Morse};
 use physcon::diffusion::{q_sample_with, NoiseSchedule};
 use physcon::losses::{
-    denoising_loss, force_loss, EnergyLoss, EnergyMetric, Forces, GradientFlow, OptimalityLoss, ScoreConsistency,
+    denoising_loss, force_loss, EnergyLoss, EnergyMetric, Forces, GradientFlow, OptimalityLoss,
+    ScoreConsistency,
 };
 use physcon::testing::{gradcheck, GradcheckOptions};
 use physcon::{EnergyModel, Result};
 use proptest::prelude::*;
 use tch::Tensor;
 
-fn check(f: impl Fn(&[Tensor]) -> Result<Tensor>, inputs: &[Tensor]) -> std::result::Result<(), TestCaseError> {
-    let report = gradcheck(f, inputs, GradcheckOptions::default()).map_err(|e| TestCaseError::fail(e.to_string()))?;
+fn check(
+    f: impl Fn(&[Tensor]) -> Result<Tensor>,
+    inputs: &[Tensor],
+) -> std::result::Result<(), TestCaseError> {
+    let report =
+        gradcheck(f, inputs, GradcheckOptions::default()).map_err(|e| TestCaseError::fail(e.to_string()))?;
     prop_assert!(report.passed(), "{}", report);
     prop_assert!(report.checked > 0);
     Ok(())
 }
 
-const FLOWS: [GradientFlow; 3] = [GradientFlow::ToStructure, GradientFlow::Both, GradientFlow::ToEnergy];
+const FLOWS: [GradientFlow; 3] = [
+    GradientFlow::ToStructure,
+    GradientFlow::Both,
+    GradientFlow::ToEnergy,
+];
 
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(24))]
@@ -109,5 +118,48 @@ proptest! {
                 check(|x| run(&x[0], &x[1], &x[2]), &[eps_hat, c.pos.shallow_clone(), params])?
             }
         }
+    }
+}
+
+/// The checker itself must catch wrong gradients, or every check above is empty.
+#[test]
+fn gradcheck_rejects_a_wrong_first_derivative() -> Result<()> {
+    single_thread();
+    let x = Tensor::from_slice(&[0.4f64, -1.1, 2.0]);
+    // Autograd sees x * c with c constant: gradient x instead of 2x.
+    let wrong = |xs: &[Tensor]| -> Result<Tensor> { Ok((&xs[0] * xs[0].detach()).sum(tch::Kind::Double)) };
+    let report = gradcheck(wrong, &[x], GradcheckOptions::default())?;
+    assert_eq!(report.failures, 3, "{report}");
+    Ok(())
+}
+
+#[test]
+fn gradgradcheck_rejects_a_wrong_second_derivative() -> Result<()> {
+    single_thread();
+    let x = Tensor::from_slice(&[0.4f64, -1.1, 2.0]);
+    // x^3 with a first derivative that is right but has no graph: the frozen-surrogate shape.
+    let cube = |xs: &[Tensor]| -> Result<Tensor> {
+        let (x, xd) = (&xs[0], xs[0].detach());
+        let link = (xd.square() * 3.0 * (x - &xd)).sum(tch::Kind::Double);
+        Ok(xd.pow_tensor_scalar(3).sum(tch::Kind::Double) + link)
+    };
+    let options = GradcheckOptions::default();
+    assert!(gradcheck(cube, &[x.shallow_clone()], options)?.passed());
+    assert!(!physcon::testing::gradgradcheck(cube, &[x], options)?.passed());
+    Ok(())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(16))]
+
+    /// The energy fixtures are twice differentiable as autograd builds them.
+    #[test]
+    fn morse_energy_second_derivatives(raw in raw_case(6)) {
+        single_thread();
+        let c = raw.build();
+        let f = |x: &[Tensor]| Ok(Morse::new(&c.layout, &x[1]).energy(&x[0])?.sum(tch::Kind::Double));
+        let report = physcon::testing::gradgradcheck(f, &[c.pos.shallow_clone(), Morse::default_params()], GradcheckOptions::default())
+            .map_err(|e| TestCaseError::fail(e.to_string()))?;
+        prop_assert!(report.passed(), "{}", report);
     }
 }

@@ -96,7 +96,7 @@ pub enum Error {
         reason: &'static str,
     },
     /// A file could not be read or written.
-    #[error("{path}: {source}")]
+    #[error("{}: {source}", path.display())]
     Io {
         /// The file.
         path: PathBuf,
@@ -104,16 +104,69 @@ pub enum Error {
         source: std::io::Error,
     },
     /// A data file is malformed.
-    #[error("{path}:{line}: {reason}")]
+    #[error("{}:{line}: {kind}", path.display())]
     Parse {
         /// The file.
         path: PathBuf,
         /// 1-based line number of the fault.
         line: usize,
         /// What is wrong.
-        reason: String,
+        kind: ParseError,
     },
     /// An error reported by libtorch.
     #[error(transparent)]
     Torch(#[from] tch::TchError),
+}
+
+/// What is wrong with a line of a data file (see [`Error::Parse`]).
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ParseError {
+    /// The file ends inside a frame.
+    #[error("frame declares {expected} atoms but the file ends after {found}")]
+    Truncated {
+        /// Atoms the count line declares.
+        expected: usize,
+        /// Atom lines present.
+        found: usize,
+    },
+    /// The atom-count line is not a non-negative integer.
+    #[error("expected an atom count, got `{0}`")]
+    AtomCount(String),
+    /// An atom line has the wrong number of columns.
+    #[error("expected {expected} columns ({properties}), got {got}")]
+    Columns {
+        /// Columns the `Properties` key implies.
+        expected: usize,
+        /// Columns present.
+        got: usize,
+        /// The `Properties` value.
+        properties: String,
+    },
+    /// A chemical symbol that is not an element.
+    #[error("unknown element `{0}`")]
+    UnknownElement(String),
+    /// A field that does not parse as a number.
+    #[error("`{field}`: not a number: `{value}`")]
+    Number {
+        /// The key or column.
+        field: String,
+        /// The text.
+        value: String,
+    },
+    /// NaN or an infinity where a finite number is required.
+    #[error("`{0}` is not finite")]
+    NonFinite(String),
+    /// A required comment-line key is absent.
+    #[error("missing key `{0}`")]
+    MissingKey(&'static str),
+    /// The comment line or `Properties` cannot be parsed or is unsupported.
+    #[error("bad header: {0}")]
+    Header(String),
+    /// The `bonds` list is malformed.
+    #[error("bad bonds: {0}")]
+    Bonds(String),
+    /// Frames of one `mol_id` disagree on atoms.
+    #[error("{0}")]
+    Inconsistent(String),
 }

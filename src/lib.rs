@@ -64,6 +64,7 @@ mod check;
 mod energy;
 mod error;
 
+pub mod data;
 pub mod diffusion;
 pub mod geometry;
 pub mod losses;
@@ -75,6 +76,6 @@ pub mod units;
 
 pub use batch::{BatchLayout, Bonds, MolBatch, Molecule};
 pub use energy::{forces, EnergyModel};
-pub use error::{Error, Result};
+pub use error::{Error, ParseError, Result};
 pub use reference::AtomicReferences;
 pub use units::Temperature;

@@ -118,8 +118,24 @@ impl AtomicReferences {
     ///
     /// # Errors
     /// [`Error::InvalidArgument`] for an element without a reference; shape
-    /// or device errors for `species`.
+    /// or device errors for `species`; [`Error::Dtype`] unless `species` is i64
+    /// and `kind` a float kind (an integer `kind` would truncate the energies).
     pub fn batch_energy(&self, species: &Tensor, layout: &BatchLayout, kind: Kind) -> Result<Tensor> {
+        let got = species.f_kind()?;
+        if got != Kind::Int64 {
+            return Err(Error::Dtype {
+                arg: "species",
+                expected: "Int64".into(),
+                got,
+            });
+        }
+        if !crate::check::is_float(kind) {
+            return Err(Error::Dtype {
+                arg: "kind",
+                expected: "a floating-point kind".into(),
+                got: kind,
+            });
+        }
         crate::check::shape("species", species, &[layout.num_atoms()], "[N]")?;
         crate::check::device("species", species, layout)?;
         let zs = Vec::<i64>::try_from(&species.f_to_device(Device::Cpu)?)?;

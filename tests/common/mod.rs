@@ -53,7 +53,16 @@ pub fn raw_case(max_atoms: usize) -> impl Strategy<Value = RawCase> {
             prop::collection::vec(-3.0..3.0f64, b),
             prop::collection::vec(any::<bool>(), b),
         )
-            .prop_map(|(counts, perm, jitter, u, v, p, q, mask)| RawCase { counts, perm, jitter, u, v, p, q, mask })
+            .prop_map(|(counts, perm, jitter, u, v, p, q, mask)| RawCase {
+                counts,
+                perm,
+                jitter,
+                u,
+                v,
+                p,
+                q,
+                mask,
+            })
     })
 }
 
@@ -69,7 +78,11 @@ impl RawCase {
         for (m, &c) in self.counts.iter().enumerate() {
             for k in 0..c {
                 mol_of.push(m as i64);
-                lattice.extend([(k % 3) as f64 * 1.3, ((k / 3) % 3) as f64 * 1.3, (k / 9) as f64 * 1.3]);
+                lattice.extend([
+                    (k % 3) as f64 * 1.3,
+                    ((k / 3) % 3) as f64 * 1.3,
+                    (k / 9) as f64 * 1.3,
+                ]);
             }
         }
         let mut pos = vec![0.0; 3 * n];
@@ -107,7 +120,13 @@ impl Morse {
     pub fn new(layout: &BatchLayout, params: &Tensor) -> Self {
         let (i, j) = pairs_within(layout).unwrap();
         let pair_mol = layout.batch().index_select(0, &i);
-        Self { layout: layout.clone(), i, j, pair_mol, params: params.shallow_clone() }
+        Self {
+            layout: layout.clone(),
+            i,
+            j,
+            pair_mol,
+            params: params.shallow_clone(),
+        }
     }
 
     pub fn default_params() -> Tensor {

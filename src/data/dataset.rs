@@ -1,0 +1,255 @@
+use std::collections::HashMap;
+use std::path::Path;
+
+use tch::{Device, Kind, Tensor};
+
+use crate::batch::{MolBatch, Molecule};
+use crate::data::extxyz::{read_extxyz, Frame};
+use crate::error::{Error, ParseError, Result};
+
+/// Frames with consistent molecules: every frame of one `mol_id` has the same species in the same order.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Dataset {
+    frames: Vec<Frame>,
+}
+
+impl Dataset {
+    /// A dataset of the given frames.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] when frames of one `mol_id` disagree on species
+    /// (count or order) or a frame has no atoms.
+    pub fn new(frames: Vec<Frame>) -> Result<Self> {
+        check_consistent(&frames).map_err(|(_, reason)| Error::InvalidArgument {
+            arg: "frames",
+            reason,
+        })?;
+        Ok(Self { frames })
+    }
+
+    /// Reads a dataset from an extended-XYZ file (gzip or not).
+    ///
+    /// # Errors
+    /// Those of [`read_extxyz`]; [`Error::Parse`] for frames of one `mol_id`
+    /// that disagree on species, at the first disagreeing frame's header line.
+    pub fn read(path: impl AsRef<Path>) -> Result<Self> {
+        let path = path.as_ref();
+        let frames = read_extxyz(path)?;
+        check_consistent(&frames).map_err(|(frame, reason)| {
+            let line = frames[..frame].iter().map(|f| f.num_atoms() + 2).sum::<usize>() + 1;
+            Error::Parse {
+                path: path.to_owned(),
+                line,
+                kind: ParseError::Inconsistent(reason),
+            }
+        })?;
+        Ok(Self { frames })
+    }
+
+    /// The frames, in file order.
+    pub fn frames(&self) -> &[Frame] {
+        &self.frames
+    }
+
+    /// Number of frames.
+    pub fn len(&self) -> usize {
+        self.frames.len()
+    }
+
+    /// No frames.
+    pub fn is_empty(&self) -> bool {
+        self.frames.is_empty()
+    }
+
+    /// The distinct `mol_id`s in order of first appearance.
+    pub fn molecule_ids(&self) -> Vec<&str> {
+        let mut seen = std::collections::HashSet::new();
+        self.frames
+            .iter()
+            .map(|f| f.mol_id.as_str())
+            .filter(|id| seen.insert(*id))
+            .collect()
+    }
+
+    /// The frames at one level of theory (e.g. `"mmff"`).
+    pub fn with_level(&self, level: &str) -> Dataset {
+        Dataset {
+            frames: self
+                .frames
+                .iter()
+                .filter(|f| f.level.as_deref() == Some(level))
+                .cloned()
+                .collect(),
+        }
+    }
+
+    /// The frames that satisfy `keep`.
+    pub fn filter(&self, keep: impl Fn(&Frame) -> bool) -> Dataset {
+        Dataset {
+            frames: self.frames.iter().filter(|f| keep(f)).cloned().collect(),
+        }
+    }
+
+    /// Frame indices in batches of `batch_size` frames (molecules), shuffled by
+    /// `seed`; the last batch may be smaller. The same seed gives the same batches.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] for a zero batch size.
+    pub fn batches(&self, batch_size: usize, seed: u64) -> Result<Vec<Vec<usize>>> {
+        if batch_size == 0 {
+            return Err(Error::InvalidArgument {
+                arg: "batch_size",
+                reason: "must be at least 1".into(),
+            });
+        }
+        Ok(shuffled_indices(self.len(), seed)
+            .chunks(batch_size)
+            .map(<[usize]>::to_vec)
+            .collect())
+    }
+
+    /// The frames at `indices` as one labelled batch of `kind` on `device`.
+    ///
+    /// # Errors
+    /// [`Error::IndexOutOfRange`] for an index past the end; [`Error::InvalidArgument`]
+    /// for no indices; the errors of [`MolBatch::from_molecules`].
+    pub fn batch(&self, indices: &[usize], kind: Kind, device: Device) -> Result<LabelledBatch> {
+        let frames: Vec<&Frame> = indices
+            .iter()
+            .map(|&i| {
+                self.frames.get(i).ok_or(Error::IndexOutOfRange {
+                    arg: "indices",
+                    index: i as i64,
+                    bound: self.len() as i64,
+                })
+            })
+            .collect::<Result<_>>()?;
+        LabelledBatch::from_frames(&frames, kind, device)
+    }
+}
+
+/// `(frame index, reason)` of the first frame that disagrees with an earlier frame of its `mol_id`.
+fn check_consistent(frames: &[Frame]) -> std::result::Result<(), (usize, String)> {
+    let mut first: HashMap<&str, usize> = HashMap::new();
+    for (k, frame) in frames.iter().enumerate() {
+        if frame.species.is_empty() {
+            return Err((k, format!("frame {k} (`{}`) has no atoms", frame.mol_id)));
+        }
+        let earlier = *first.entry(frame.mol_id.as_str()).or_insert(k);
+        if frames[earlier].species != frame.species {
+            return Err((
+                k,
+                format!(
+                    "frame {k} of `{}` has other species or atom order than frame {earlier}",
+                    frame.mol_id
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The train, validation and test splits of a dataset directory.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Splits {
+    /// Training frames.
+    pub train: Dataset,
+    /// Validation frames (for tuning).
+    pub val: Dataset,
+    /// Test frames (for the final numbers only).
+    pub test: Dataset,
+}
+
+impl Splits {
+    /// Reads `train`, `val` and `test` from `dir`, each as `<name>.extxyz.gz` or `<name>.extxyz`.
+    ///
+    /// # Errors
+    /// [`Error::Io`] when a split file is missing; the errors of [`Dataset::read`].
+    pub fn read_dir(dir: impl AsRef<Path>) -> Result<Self> {
+        let dir = dir.as_ref();
+        let read = |name: &str| -> Result<Dataset> {
+            let gz = dir.join(format!("{name}.extxyz.gz"));
+            if gz.exists() {
+                Dataset::read(gz)
+            } else {
+                Dataset::read(dir.join(format!("{name}.extxyz")))
+            }
+        };
+        Ok(Self {
+            train: read("train")?,
+            val: read("val")?,
+            test: read("test")?,
+        })
+    }
+}
+
+/// A batch of frames with its labels and their masks.
+#[derive(Debug)]
+pub struct LabelledBatch {
+    /// Positions, species, layout and bonds.
+    pub batch: MolBatch,
+    /// Energy labels `[B]` (eV); NaN where absent.
+    pub energy: Tensor,
+    /// `[B]` bool: the frame has an energy label.
+    pub energy_mask: Tensor,
+    /// Force labels `[N, 3]` (eV/Å); NaN where absent.
+    pub forces: Tensor,
+    /// `[B]` bool: the frame has force labels.
+    pub force_mask: Tensor,
+    /// The frames' `mol_id`s.
+    pub mol_ids: Vec<String>,
+    /// The frames' levels of theory (empty string where absent).
+    pub levels: Vec<String>,
+}
+
+impl LabelledBatch {
+    /// Stacks frames into a batch of `kind` (a float kind) on `device`.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] for no frames; the errors of [`MolBatch::from_molecules`].
+    pub fn from_frames(frames: &[&Frame], kind: Kind, device: Device) -> Result<Self> {
+        let molecules: Vec<Molecule> = frames.iter().map(|f| f.molecule()).collect();
+        let batch = MolBatch::from_molecules(&molecules, kind, device)?;
+        let energy: Vec<f64> = frames.iter().map(|f| f.energy.unwrap_or(f64::NAN)).collect();
+        let energy_mask: Vec<bool> = frames.iter().map(|f| f.energy.is_some()).collect();
+        let forces: Vec<f64> = frames
+            .iter()
+            .flat_map(|f| match &f.forces {
+                Some(forces) => forces.iter().flatten().copied().collect::<Vec<_>>(),
+                None => vec![f64::NAN; 3 * f.num_atoms()],
+            })
+            .collect();
+        let force_mask: Vec<bool> = frames.iter().map(|f| f.forces.is_some()).collect();
+        let to = |t: Tensor| -> Result<Tensor> { Ok(t.f_to_kind(kind)?.f_to_device(device)?) };
+        Ok(Self {
+            energy: to(Tensor::from_slice(&energy))?,
+            energy_mask: Tensor::from_slice(&energy_mask).f_to_device(device)?,
+            forces: to(Tensor::from_slice(&forces).f_reshape([-1, 3])?)?,
+            force_mask: Tensor::from_slice(&force_mask).f_to_device(device)?,
+            mol_ids: frames.iter().map(|f| f.mol_id.clone()).collect(),
+            levels: frames
+                .iter()
+                .map(|f| f.level.clone().unwrap_or_default())
+                .collect(),
+            batch,
+        })
+    }
+}
+
+/// A permutation of `0..n` determined by `seed` (Fisher–Yates over SplitMix64):
+/// the same on every platform and version, so runs are reproducible.
+pub fn shuffled_indices(n: usize, seed: u64) -> Vec<usize> {
+    let mut state = seed;
+    let mut next = move || {
+        state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = state;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    };
+    let mut perm: Vec<usize> = (0..n).collect();
+    for i in (1..n).rev() {
+        perm.swap(i, (next() % (i as u64 + 1)) as usize);
+    }
+    perm
+}

@@ -1,0 +1,502 @@
+//! Extended XYZ as ASE writes it, gzip read transparently.
+//!
+//! One frame per structure: an atom-count line, a comment line of `key=value`
+//! pairs (values may be double-quoted), then one line per atom with the
+//! columns the `Properties` key declares. physcon reads the keys `mol_id`
+//! (required), `smiles`, `level`, `energy` (eV) and `bonds` (flat `i j order`
+//! triples, 0-based, aromatic = 4), and the columns `species:S:1` (or
+//! `Z:I:1`), `pos:R:3` (Å) and `forces:R:3` (eV/Å); other keys and columns
+//! are skipped.
+
+use std::fs;
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+
+use flate2::read::MultiGzDecoder;
+use flate2::write::GzEncoder;
+use flate2::Compression;
+
+use crate::batch::Molecule;
+use crate::data::elements::{atomic_number, symbol};
+use crate::error::{Error, ParseError, Result};
+
+/// One structure of a data file.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Frame {
+    /// The molecule's identifier; frames that share it share the atom order.
+    pub mol_id: String,
+    /// SMILES, if given.
+    pub smiles: Option<String>,
+    /// Level of theory of the structure (`mmff`, `xtb-opt`, `xtb-perturbed`, ...), if given.
+    pub level: Option<String>,
+    /// Energy label in eV, if given.
+    pub energy: Option<f64>,
+    /// Atomic numbers.
+    pub species: Vec<i64>,
+    /// Positions in Å.
+    pub pos: Vec<[f64; 3]>,
+    /// Force labels in eV/Å, if given.
+    pub forces: Option<Vec<[f64; 3]>>,
+    /// Bonds `(i, j, order)`, 0-based; order 1, 2, 3, aromatic = 4.
+    pub bonds: Vec<(usize, usize, u8)>,
+}
+
+impl Frame {
+    /// Number of atoms.
+    pub fn num_atoms(&self) -> usize {
+        self.species.len()
+    }
+
+    /// The structure as a host [`Molecule`] (species, positions, bonds).
+    pub fn molecule(&self) -> Molecule {
+        Molecule {
+            species: self.species.clone(),
+            pos: self.pos.clone(),
+            bonds: self.bonds.clone(),
+        }
+    }
+}
+
+/// Reads every frame of an extended-XYZ file, gzip-compressed or not (told by its magic bytes).
+///
+/// All or nothing: a malformed file gives an error with the file and line.
+///
+/// # Errors
+/// [`Error::Io`] when the file cannot be read; [`Error::Parse`] for malformed content.
+pub fn read_extxyz(path: impl AsRef<Path>) -> Result<Vec<Frame>> {
+    let path = path.as_ref();
+    let io = |source| Error::Io {
+        path: path.to_owned(),
+        source,
+    };
+    let raw = fs::read(path).map_err(io)?;
+    let bytes = if raw.starts_with(&[0x1f, 0x8b]) {
+        let mut out = Vec::new();
+        MultiGzDecoder::new(raw.as_slice())
+            .read_to_end(&mut out)
+            .map_err(io)?;
+        out
+    } else {
+        raw
+    };
+    let text = String::from_utf8(bytes).map_err(|e| {
+        let valid = &e.as_bytes()[..e.utf8_error().valid_up_to()];
+        let line = valid.iter().filter(|&&b| b == b'\n').count() + 1;
+        Error::Parse {
+            path: path.to_owned(),
+            line,
+            kind: ParseError::Header("not UTF-8 text".into()),
+        }
+    })?;
+    parse_extxyz(&text, path)
+}
+
+/// Parses extended-XYZ text; `path` only names the source in errors.
+///
+/// # Errors
+/// [`Error::Parse`] with the 1-based line of the first fault.
+pub fn parse_extxyz(text: &str, path: &Path) -> Result<Vec<Frame>> {
+    let lines: Vec<&str> = text.lines().collect();
+    let fail = |line: usize, kind| Error::Parse {
+        path: path.to_owned(),
+        line,
+        kind,
+    };
+    let mut frames = Vec::new();
+    let mut k = 0;
+    while k < lines.len() {
+        if lines[k..].iter().all(|l| l.trim().is_empty()) {
+            break;
+        }
+        let header = k + 1;
+        let count: usize = lines[k]
+            .trim()
+            .parse()
+            .map_err(|_| fail(header, ParseError::AtomCount(lines[k].trim().into())))?;
+        let available = lines.len().saturating_sub(k + 2);
+        if available < count || k + 1 >= lines.len() {
+            return Err(fail(
+                header,
+                ParseError::Truncated {
+                    expected: count,
+                    found: available.min(count),
+                },
+            ));
+        }
+        let frame = parse_frame(count, lines[k + 1], &lines[k + 2..k + 2 + count], header + 1)
+            .map_err(|(line, kind)| fail(line, kind))?;
+        frames.push(frame);
+        k += 2 + count;
+    }
+    Ok(frames)
+}
+
+type LineResult<T> = std::result::Result<T, (usize, ParseError)>;
+
+/// One column block of `Properties`.
+struct Column {
+    name: String,
+    kind: char,
+    width: usize,
+}
+
+fn parse_frame(count: usize, comment: &str, atoms: &[&str], comment_line: usize) -> LineResult<Frame> {
+    let at = |kind| (comment_line, kind);
+    let pairs = parse_comment(comment).map_err(at)?;
+    let get = |key: &str| pairs.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str());
+    let properties = get("Properties").ok_or(at(ParseError::MissingKey("Properties")))?;
+    let columns = parse_properties(properties).map_err(at)?;
+    let offset_of = |name: &str, kind: char, width: usize| -> Option<usize> {
+        let mut offset = 0;
+        for c in &columns {
+            if c.name == name && c.kind == kind && c.width == width {
+                return Some(offset);
+            }
+            offset += c.width;
+        }
+        None
+    };
+    let (species_col, species_is_symbol) = match (offset_of("species", 'S', 1), offset_of("Z", 'I', 1)) {
+        (Some(o), _) => (o, true),
+        (None, Some(o)) => (o, false),
+        (None, None) => {
+            return Err(at(ParseError::Header(
+                "Properties has no species:S:1 or Z:I:1 column".into(),
+            )))
+        }
+    };
+    let pos_col =
+        offset_of("pos", 'R', 3).ok_or(at(ParseError::Header("Properties has no pos:R:3 column".into())))?;
+    let forces_col = offset_of("forces", 'R', 3);
+    let width: usize = columns.iter().map(|c| c.width).sum();
+
+    let mut species = Vec::with_capacity(count);
+    let mut pos = Vec::with_capacity(count);
+    let mut forces = forces_col.map(|_| Vec::with_capacity(count));
+    for (a, line) in atoms.iter().enumerate() {
+        let line_no = comment_line + 1 + a;
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        if fields.len() != width {
+            return Err((
+                line_no,
+                ParseError::Columns {
+                    expected: width,
+                    got: fields.len(),
+                    properties: properties.to_owned(),
+                },
+            ));
+        }
+        let z = if species_is_symbol {
+            atomic_number(fields[species_col])
+        } else {
+            fields[species_col].parse().ok().filter(|z| symbol(*z).is_some())
+        };
+        species.push(z.ok_or((
+            line_no,
+            ParseError::UnknownElement(fields[species_col].to_owned()),
+        ))?);
+        pos.push(vector(&fields[pos_col..pos_col + 3], "pos").map_err(|e| (line_no, e))?);
+        if let (Some(col), Some(forces)) = (forces_col, forces.as_mut()) {
+            forces.push(vector(&fields[col..col + 3], "forces").map_err(|e| (line_no, e))?);
+        }
+    }
+    let mol_id = get("mol_id")
+        .ok_or(at(ParseError::MissingKey("mol_id")))?
+        .to_owned();
+    let energy = get("energy")
+        .map(|v| number(v, "energy"))
+        .transpose()
+        .map_err(at)?;
+    let bonds = get("bonds")
+        .map(|v| parse_bonds(v, count))
+        .transpose()
+        .map_err(at)?
+        .unwrap_or_default();
+    Ok(Frame {
+        mol_id,
+        smiles: get("smiles").map(str::to_owned),
+        level: get("level").map(str::to_owned),
+        energy,
+        species,
+        pos,
+        forces,
+        bonds,
+    })
+}
+
+fn number(text: &str, field: &str) -> std::result::Result<f64, ParseError> {
+    let value: f64 = text.parse().map_err(|_| ParseError::Number {
+        field: field.to_owned(),
+        value: text.to_owned(),
+    })?;
+    if value.is_finite() {
+        Ok(value)
+    } else {
+        Err(ParseError::NonFinite(field.to_owned()))
+    }
+}
+
+fn vector(fields: &[&str], field: &str) -> std::result::Result<[f64; 3], ParseError> {
+    Ok([
+        number(fields[0], field)?,
+        number(fields[1], field)?,
+        number(fields[2], field)?,
+    ])
+}
+
+/// `key=value` pairs of a comment line; values may be `"quoted"` (with `\"`
+/// and `\\` escapes) or `{braced}`; a bare key means `T`.
+fn parse_comment(line: &str) -> std::result::Result<Vec<(String, String)>, ParseError> {
+    let mut pairs = Vec::new();
+    let mut chars = line.chars().peekable();
+    loop {
+        while chars.next_if(|c| c.is_whitespace()).is_some() {}
+        if chars.peek().is_none() {
+            return Ok(pairs);
+        }
+        let mut key = String::new();
+        while let Some(c) = chars.next_if(|c| *c != '=' && !c.is_whitespace()) {
+            key.push(c);
+        }
+        while chars.next_if(|c| c.is_whitespace()).is_some() {}
+        if chars.next_if_eq(&'=').is_none() {
+            pairs.push((key, "T".to_owned()));
+            continue;
+        }
+        while chars.next_if(|c| c.is_whitespace()).is_some() {}
+        let mut value = String::new();
+        match chars.peek() {
+            Some('"') => {
+                chars.next();
+                loop {
+                    match chars.next() {
+                        Some('"') => break,
+                        Some('\\') => match chars.next() {
+                            Some(c) => value.push(c),
+                            None => return Err(ParseError::Header(format!("unterminated quote in `{key}`"))),
+                        },
+                        Some(c) => value.push(c),
+                        None => return Err(ParseError::Header(format!("unterminated quote in `{key}`"))),
+                    }
+                }
+            }
+            Some('{') => {
+                chars.next();
+                loop {
+                    match chars.next() {
+                        Some('}') => break,
+                        Some(c) => value.push(c),
+                        None => return Err(ParseError::Header(format!("unterminated brace in `{key}`"))),
+                    }
+                }
+            }
+            _ => {
+                while let Some(c) = chars.next_if(|c| !c.is_whitespace()) {
+                    value.push(c);
+                }
+            }
+        }
+        if key.is_empty() {
+            return Err(ParseError::Header("a value without a key".into()));
+        }
+        pairs.push((key, value));
+    }
+}
+
+fn parse_properties(text: &str) -> std::result::Result<Vec<Column>, ParseError> {
+    let parts: Vec<&str> = text.split(':').collect();
+    if parts.len() % 3 != 0 {
+        return Err(ParseError::Header(format!(
+            "Properties `{text}` is not name:type:count triples"
+        )));
+    }
+    parts
+        .chunks(3)
+        .map(|c| {
+            let kind = match c[1] {
+                "S" | "R" | "I" | "L" => c[1].chars().next().unwrap_or('S'),
+                other => {
+                    return Err(ParseError::Header(format!(
+                        "unknown column type `{other}` in Properties"
+                    )))
+                }
+            };
+            let width =
+                c[2].parse().ok().filter(|w| *w > 0).ok_or_else(|| {
+                    ParseError::Header(format!("bad column count `{}` in Properties", c[2]))
+                })?;
+            Ok(Column {
+                name: c[0].to_owned(),
+                kind,
+                width,
+            })
+        })
+        .collect()
+}
+
+fn parse_bonds(text: &str, atoms: usize) -> std::result::Result<Vec<(usize, usize, u8)>, ParseError> {
+    let values = text
+        .split_whitespace()
+        .map(|v| {
+            v.parse::<i64>()
+                .map_err(|_| ParseError::Bonds(format!("`{v}` is not an integer")))
+        })
+        .collect::<std::result::Result<Vec<_>, _>>()?;
+    if values.len() % 3 != 0 {
+        return Err(ParseError::Bonds(format!(
+            "{} entries, not `i j order` triples",
+            values.len()
+        )));
+    }
+    values
+        .chunks(3)
+        .map(|b| {
+            let index = |v: i64| {
+                usize::try_from(v)
+                    .ok()
+                    .filter(|&v| v < atoms)
+                    .ok_or_else(|| ParseError::Bonds(format!("atom index {v} outside 0..{atoms}")))
+            };
+            let (i, j) = (index(b[0])?, index(b[1])?);
+            if i == j {
+                return Err(ParseError::Bonds(format!("atom {i} bonded to itself")));
+            }
+            let order = u8::try_from(b[2])
+                .ok()
+                .filter(|o| (1..=4).contains(o))
+                .ok_or_else(|| ParseError::Bonds(format!("bond order {} outside 1..=4", b[2])))?;
+            Ok((i, j, order))
+        })
+        .collect()
+}
+
+/// Formats frames as extended XYZ (ASE's layout; numbers in Rust's shortest
+/// exact form, so reading back gives the same `f64`s).
+///
+/// # Errors
+/// [`Error::InvalidArgument`] for a frame whose lengths disagree, an unknown
+/// atomic number, a non-finite number or a bad bond.
+pub fn format_extxyz(frames: &[Frame]) -> Result<String> {
+    let mut out = String::new();
+    for (f, frame) in frames.iter().enumerate() {
+        let bad = |reason: String| Error::InvalidArgument {
+            arg: "frames",
+            reason: format!("frame {f}: {reason}"),
+        };
+        let n = frame.num_atoms();
+        if frame.pos.len() != n || frame.forces.as_ref().is_some_and(|x| x.len() != n) {
+            return Err(bad("species, pos and forces lengths differ".into()));
+        }
+        let finite = |v: &[f64; 3]| v.iter().all(|x| x.is_finite());
+        if !frame.pos.iter().all(finite)
+            || !frame.forces.iter().flatten().all(finite)
+            || !frame.energy.is_none_or(f64::is_finite)
+        {
+            return Err(bad("non-finite number".into()));
+        }
+        if let Some(&(i, j, o)) = frame
+            .bonds
+            .iter()
+            .find(|&&(i, j, o)| i >= n || j >= n || i == j || !(1..=4).contains(&o))
+        {
+            return Err(bad(format!("bad bond ({i}, {j}, {o})")));
+        }
+        let mut header = String::from("Properties=species:S:1:pos:R:3");
+        if frame.forces.is_some() {
+            header.push_str(":forces:R:3");
+        }
+        header.push_str(&format!(" mol_id={}", quote(&frame.mol_id)));
+        for (key, value) in [("smiles", &frame.smiles), ("level", &frame.level)] {
+            if let Some(value) = value {
+                header.push_str(&format!(" {key}={}", quote(value)));
+            }
+        }
+        if !frame.bonds.is_empty() {
+            let flat: Vec<String> = frame
+                .bonds
+                .iter()
+                .map(|(i, j, o)| format!("{i} {j} {o}"))
+                .collect();
+            header.push_str(&format!(" bonds=\"{}\"", flat.join(" ")));
+        }
+        if let Some(e) = frame.energy {
+            header.push_str(&format!(" energy={e:?}"));
+        }
+        header.push_str(" pbc=\"F F F\"");
+        out.push_str(&format!("{n}\n{header}\n"));
+        for a in 0..n {
+            let sym =
+                symbol(frame.species[a]).ok_or_else(|| bad(format!("atomic number {}", frame.species[a])))?;
+            out.push_str(&format!("{sym:<2}"));
+            let forces = frame.forces.as_ref().map(|f| f[a]);
+            for x in frame.pos[a].iter().chain(forces.iter().flatten()) {
+                out.push_str(&format!(" {x:>16?}"));
+            }
+            out.push('\n');
+        }
+    }
+    Ok(out)
+}
+
+fn quote(value: &str) -> String {
+    if !value.is_empty()
+        && value
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_.+".contains(c))
+    {
+        value.to_owned()
+    } else {
+        format!("\"{}\"", value.replace('\\', "\\\\").replace('"', "\\\""))
+    }
+}
+
+/// Writes frames to `path` atomically: a temporary file beside it, then a
+/// rename, so a crash never leaves a half-written file. A path ending in
+/// `.gz` is gzip-compressed.
+///
+/// # Errors
+/// Those of [`format_extxyz`]; [`Error::Io`] for the file system.
+pub fn write_extxyz(path: impl AsRef<Path>, frames: &[Frame]) -> Result<()> {
+    let path = path.as_ref();
+    let text = format_extxyz(frames)?;
+    let bytes = if path.extension().is_some_and(|e| e == "gz") {
+        let mut gz = GzEncoder::new(Vec::new(), Compression::default());
+        gz.write_all(text.as_bytes())
+            .and_then(|_| gz.finish())
+            .map_err(|source| Error::Io {
+                path: path.to_owned(),
+                source,
+            })?
+    } else {
+        text.into_bytes()
+    };
+    write_atomic(path, &bytes)
+}
+
+/// Writes `bytes` to a temporary file beside `path`, syncs it, then renames it over `path`.
+///
+/// # Errors
+/// [`Error::Io`] naming the file that failed.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let tmp: PathBuf = path.with_file_name(format!(".{name}.tmp{}", std::process::id()));
+    fn io(p: &Path) -> impl FnOnce(std::io::Error) -> Error + '_ {
+        move |source| Error::Io {
+            path: p.to_owned(),
+            source,
+        }
+    }
+    let result = (|| {
+        let mut file = fs::File::create(&tmp).map_err(io(&tmp))?;
+        file.write_all(bytes).map_err(io(&tmp))?;
+        file.sync_all().map_err(io(&tmp))?;
+        fs::rename(&tmp, path).map_err(io(path))
+    })();
+    if result.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    result
+}

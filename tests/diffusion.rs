@@ -595,6 +595,37 @@ fn ddim_recovers_x0_from_true_eps() -> Result<()> {
     Ok(())
 }
 
+/// Refinement (SDEdit): a chain started at step t0 from the structure noised
+/// to t0 visits only steps <= t0 and, with the true noise, lands on x0.
+#[test]
+fn ddim_from_a_start_step_refines_to_x0() -> Result<()> {
+    let _rng = rng_lock();
+    tch::set_num_threads(1);
+    tch::manual_seed(19);
+    let layout = shuffled_layout(&[4, 3], 2)?;
+    let x0 = layout.centre(&Tensor::randn([7, 3], (Kind::Double, Device::Cpu)))?;
+    let schedule = NoiseSchedule::cosine(1000)?;
+    let seen = std::cell::RefCell::new(Vec::new());
+    let exact = true_eps(&schedule, &layout, &x0);
+    let recording = |x: &Tensor, t: &Tensor| -> Result<Tensor> {
+        seen.borrow_mut().push(t.int64_value(&[0]));
+        exact(x, t)
+    };
+    for (start, steps) in [(200i64, 10i64), (37, 37), (5, 1)] {
+        seen.borrow_mut().clear();
+        let t = Tensor::full([2], start, (Kind::Int64, Device::Cpu));
+        let x_start = physcon::diffusion::q_sample(&schedule, &x0, &t, &layout)?;
+        let config = SamplerConfig::ddim(steps).start_at(start);
+        let out = sample(&recording, &schedule, &layout, config, x_start.x_t())?;
+        assert!(max_abs_diff(&out, &x0) < 1e-10, "start {start}");
+        let visited = seen.borrow().clone();
+        assert_eq!(visited.len(), steps as usize);
+        assert_eq!(visited[0], start);
+        assert!(visited.windows(2).all(|w| w[0] > w[1]) && *visited.last().unwrap() >= 1);
+    }
+    Ok(())
+}
+
 #[test]
 fn ddpm_equals_ddim_eta_one() -> Result<()> {
     let _rng = rng_lock();
@@ -677,6 +708,7 @@ fn keep_graph_last_limits_the_graph() -> Result<()> {
                 sampler,
                 steps: steps as i64,
                 keep_graph_last: k as i64,
+                start: None,
             };
             let (out, graphs) = sample_with_weight(&w, config, &schedule, &layout, &x_start)?;
             let expected: Vec<bool> = (0..steps).map(|i| i >= steps - k).collect();
@@ -715,6 +747,7 @@ fn sampler_gradient_matches_finite_differences() -> Result<()> {
                 sampler,
                 steps,
                 keep_graph_last: k,
+                start: None,
             };
             let (out, _) = sample_with_weight(w, config, &schedule, &layout, &x_start)?;
             Ok((out.square() * &probe).sum(Kind::Double))
@@ -764,6 +797,9 @@ fn sampler_rejects_bad_configs_and_outputs() -> Result<()> {
     invalid(SamplerConfig::ddim(51), "steps");
     invalid(SamplerConfig::ddim(5).keep_graph_last(6), "keep_graph_last");
     invalid(SamplerConfig::ddim(5).keep_graph_last(-1), "keep_graph_last");
+    invalid(SamplerConfig::ddim(5).start_at(0), "start");
+    invalid(SamplerConfig::ddim(5).start_at(51), "start");
+    invalid(SamplerConfig::ddim(6).start_at(5), "steps");
     for eta in [-0.1, f64::NAN, f64::INFINITY] {
         invalid(
             SamplerConfig {

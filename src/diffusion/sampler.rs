@@ -44,11 +44,14 @@ pub enum Sampler {
 pub struct SamplerConfig {
     /// The update rule.
     pub sampler: Sampler,
-    /// Number of reverse steps, evenly spaced over `T..=1` (at most T).
+    /// Number of reverse steps, evenly spaced over `start..=1` (at most `start`, which defaults to T).
     pub steps: i64,
     /// Steps at the end of the chain that keep the autograd graph; the earlier
     /// ones run under `no_grad`. 0: no graph at all.
     pub keep_graph_last: i64,
+    /// The step the chain starts from: `None` is `T` (sampling from noise);
+    /// a smaller step refines a structure noised to that level (SDEdit).
+    pub start: Option<i64>,
 }
 
 impl SamplerConfig {
@@ -58,6 +61,7 @@ impl SamplerConfig {
             sampler: Sampler::Ddim { eta: 0.0 },
             steps,
             keep_graph_last: 0,
+            start: None,
         }
     }
 
@@ -67,6 +71,7 @@ impl SamplerConfig {
             sampler: Sampler::Ddpm,
             steps,
             keep_graph_last: 0,
+            start: None,
         }
     }
 
@@ -76,13 +81,29 @@ impl SamplerConfig {
         self
     }
 
-    /// The steps visited, from `T` down, each paired with the step it moves to (0 last).
+    /// Starts the chain at step `t` instead of `T`: pass `x_start` noised to
+    /// that step (e.g. `q_sample(...).x_t()` of a structure to refine).
+    pub fn start_at(mut self, t: i64) -> Self {
+        self.start = Some(t);
+        self
+    }
+
+    /// The steps visited, from the start step down, each paired with the step it moves to (0 last).
     fn timesteps(&self, schedule: &NoiseSchedule) -> Result<Vec<(i64, i64)>> {
-        let big_t = schedule.steps();
+        let big_t = self.start.unwrap_or(schedule.steps());
+        if !(1..=schedule.steps()).contains(&big_t) {
+            return Err(Error::InvalidArgument {
+                arg: "start",
+                reason: format!(
+                    "must lie in 1..={} (the schedule's T), got {big_t}",
+                    schedule.steps()
+                ),
+            });
+        }
         if !(1..=big_t).contains(&self.steps) {
             return Err(Error::InvalidArgument {
                 arg: "steps",
-                reason: format!("must lie in 1..={big_t} (the schedule's T), got {}", self.steps),
+                reason: format!("must lie in 1..={big_t} (the start step), got {}", self.steps),
             });
         }
         if !(0..=self.steps).contains(&self.keep_graph_last) {
@@ -111,7 +132,8 @@ impl SamplerConfig {
     }
 }
 
-/// Runs the reverse process from `x_start` (`R_T`, e.g. [`com_free_noise`]) to a structure `[N, 3]`.
+/// Runs the reverse process from `x_start` (`R_T`, e.g. [`com_free_noise`], or
+/// a noised structure at [`SamplerConfig::start`]) to a structure `[N, 3]`.
 ///
 /// Only the last `config.keep_graph_last` steps record autograd history, so a
 /// loss on the result differentiates through those denoiser calls and no

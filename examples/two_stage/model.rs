@@ -1,0 +1,429 @@
+//! The reference model: a shared E(3)-equivariant encoder (EGNN-style, fully
+//! connected within each molecule, bond orders as edge features, a
+//! diffusion-time embedding) with two heads:
+//!
+//! - energy: a sum of atomic contributions plus fitted atomic reference
+//!   energies, invariant and twice differentiable (SiLU, smooth radial basis);
+//! - noise (eps): `eps_i = sum_j (x_i - x_j) / (|x_i - x_j| + 1) w_ij`, with
+//!   `w_ij` invariant, made centre-of-mass free per molecule: equivariant.
+//!
+//! It is used only through physcon's public API (`EnergyModel`, `Denoiser`).
+
+use std::collections::HashMap;
+
+use physcon::geometry::pairs_within;
+use physcon::{AtomicReferences, BatchLayout, MolBatch, Result};
+use tch::nn::{self, Module};
+use tch::{Device, Kind, Tensor};
+
+/// Elements the model knows (the dataset's): H C N O F S Cl.
+pub const ELEMENTS: [i64; 7] = [1, 6, 7, 8, 9, 16, 17];
+
+/// Bond-order classes of an edge: none, single, double, triple, aromatic.
+const BOND_CLASSES: i64 = 5;
+
+/// Sinusoidal frequencies of the time embedding.
+const TIME_FREQUENCIES: i64 = 8;
+
+/// Sizes of the model.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ModelConfig {
+    /// Width of node and edge features.
+    pub hidden: i64,
+    /// Message-passing layers of the shared encoder.
+    pub layers: i64,
+    /// Gaussian radial basis functions on [0, `rbf_max`] Å.
+    pub rbf: i64,
+    /// Largest centre of the radial basis (Å).
+    pub rbf_max: f64,
+}
+
+impl Default for ModelConfig {
+    fn default() -> Self {
+        Self {
+            hidden: 64,
+            layers: 3,
+            rbf: 16,
+            rbf_max: 6.0,
+        }
+    }
+}
+
+/// The topology of a batch, independent of positions: atom types, directed
+/// atom pairs within molecules and their bond-order features.
+pub struct Graph {
+    pub layout: BatchLayout,
+    element: Tensor,
+    /// Receiving atom `i` of each directed pair.
+    receiver: Tensor,
+    /// Sending atom `j` of each directed pair.
+    sender: Tensor,
+    bond: Tensor,
+    inv_neighbours: Tensor,
+}
+
+impl Graph {
+    /// Featurises a batch for features of `kind`.
+    ///
+    /// # Errors
+    /// An element outside [`ELEMENTS`] (the dataset does not match the model).
+    pub fn new(batch: &MolBatch, kind: Kind) -> Result<Self> {
+        let layout = batch.layout().clone();
+        let device = layout.device();
+        let species = Vec::<i64>::try_from(&batch.species().to_device(Device::Cpu))?;
+        let element = species
+            .iter()
+            .map(|z| {
+                ELEMENTS
+                    .iter()
+                    .position(|e| e == z)
+                    .map(|k| k as i64)
+                    .ok_or_else(|| physcon::Error::InvalidArgument {
+                        arg: "species",
+                        reason: format!("element {z} is not one the model knows ({ELEMENTS:?})"),
+                    })
+            })
+            .collect::<Result<Vec<i64>>>()?;
+        let (i, j) = pairs_within(&layout)?;
+        let (i, j) = (
+            Vec::<i64>::try_from(&i.to_device(Device::Cpu))?,
+            Vec::<i64>::try_from(&j.to_device(Device::Cpu))?,
+        );
+        let mut order: HashMap<(i64, i64), i64> = HashMap::new();
+        if let Some(bonds) = batch.bonds() {
+            let index = Vec::<i64>::try_from(&bonds.index().to_device(Device::Cpu).reshape([-1]))?;
+            let orders = Vec::<i64>::try_from(&bonds.order().to_device(Device::Cpu))?;
+            for (pair, &o) in index.chunks(2).zip(&orders) {
+                order.insert((pair[0].min(pair[1]), pair[0].max(pair[1])), o);
+            }
+        }
+        let (mut receiver, mut sender, mut class) = (Vec::new(), Vec::new(), Vec::new());
+        for (&a, &b) in i.iter().zip(&j) {
+            let o = order.get(&(a.min(b), a.max(b))).copied().unwrap_or(0);
+            receiver.extend([a, b]);
+            sender.extend([b, a]);
+            class.extend([o, o]);
+        }
+        let counts = layout.counts().to_kind(kind);
+        let inv = (counts - 1.0).clamp_min(1.0).reciprocal();
+        Ok(Self {
+            element: Tensor::from_slice(&element).to_device(device),
+            receiver: Tensor::from_slice(&receiver).to_device(device),
+            sender: Tensor::from_slice(&sender).to_device(device),
+            bond: Tensor::from_slice(&class)
+                .to_device(device)
+                .one_hot(BOND_CLASSES)
+                .to_kind(kind),
+            inv_neighbours: inv.index_select(0, layout.batch()).unsqueeze(1),
+            layout,
+        })
+    }
+}
+
+struct Layer {
+    edge1: nn::Linear,
+    edge2: nn::Linear,
+    node1: nn::Linear,
+    node2: nn::Linear,
+}
+
+impl Layer {
+    fn new(p: nn::Path, c: &ModelConfig) -> Self {
+        let h = c.hidden;
+        Self {
+            edge1: nn::linear(&p / "edge1", 2 * h + c.rbf + BOND_CLASSES, h, Default::default()),
+            edge2: nn::linear(&p / "edge2", h, h, Default::default()),
+            node1: nn::linear(&p / "node1", 2 * h, h, Default::default()),
+            node2: nn::linear(&p / "node2", h, h, Default::default()),
+        }
+    }
+}
+
+/// Shared encoder, energy head and eps head.
+pub struct Model {
+    config: ModelConfig,
+    embed: nn::Embedding,
+    time: nn::Linear,
+    layers: Vec<Layer>,
+    energy1: nn::Linear,
+    energy2: nn::Linear,
+    eps1: nn::Linear,
+    eps2: nn::Linear,
+    /// Per-element reference energies (eV), fitted by least squares, not trained.
+    references: Tensor,
+    steps: i64,
+}
+
+/// What the encoder leaves for the heads.
+struct Encoded {
+    h: Tensor,
+    message: Tensor,
+    diff: Tensor,
+    dist: Tensor,
+}
+
+impl Model {
+    /// A freshly initialised model under `p` for a diffusion of `steps` steps.
+    pub fn new(p: &nn::Path, config: ModelConfig, steps: i64) -> Self {
+        let h = config.hidden;
+        let references = p.zeros_no_train("references", &[ELEMENTS.len() as i64]);
+        Self {
+            embed: nn::embedding(p / "embed", ELEMENTS.len() as i64, h, Default::default()),
+            time: nn::linear(p / "time", 2 * TIME_FREQUENCIES, h, Default::default()),
+            layers: (0..config.layers)
+                .map(|k| Layer::new(p / format!("layer{k}"), &config))
+                .collect(),
+            energy1: nn::linear(p / "energy1", h, h, Default::default()),
+            energy2: nn::linear(p / "energy2", h, 1, Default::default()),
+            eps1: nn::linear(p / "eps1", h, h, Default::default()),
+            eps2: nn::linear(p / "eps2", h, 1, Default::default()),
+            references,
+            config,
+            steps,
+        }
+    }
+
+    /// Sets the atomic reference energies (eV) from a fit.
+    ///
+    /// # Errors
+    /// An element of [`ELEMENTS`] the fit does not cover gets 0 (it never
+    /// occurred in training), so there is no error path besides libtorch's.
+    pub fn set_references(&mut self, refs: &AtomicReferences) -> Result<()> {
+        let values: Vec<f64> = ELEMENTS.iter().map(|&z| refs.get(z).unwrap_or(0.0)).collect();
+        let values = Tensor::from_slice(&values)
+            .to_kind(self.references.kind())
+            .to_device(self.references.device());
+        tch::no_grad(|| self.references.copy_(&values));
+        Ok(())
+    }
+
+    fn encode(&self, g: &Graph, pos: &Tensor, t_fraction: &Tensor) -> Encoded {
+        let kind = pos.kind();
+        let diff = pos.index_select(0, &g.receiver) - pos.index_select(0, &g.sender);
+        // Pairs are i != j, so the distance is positive except for coincident atoms; the
+        // offset keeps its derivatives finite even then.
+        let dist = (diff.square().sum_dim_intlist(1, false, kind) + 1e-8).sqrt();
+        let centres = Tensor::linspace(0.0, self.config.rbf_max, self.config.rbf, (kind, pos.device()));
+        let width = self.config.rbf_max / (self.config.rbf - 1) as f64;
+        let rbf = (-(dist.unsqueeze(1) - centres).square() / (2.0 * width * width)).exp();
+        let freqs =
+            (Tensor::arange(TIME_FREQUENCIES, (kind, pos.device())) * 2f64.ln()).exp() * std::f64::consts::PI;
+        let angles = t_fraction.unsqueeze(1) * freqs;
+        let time = self.time.forward(&Tensor::cat(&[angles.sin(), angles.cos()], 1));
+        let mut h = self.embed.forward(&g.element) + time.index_select(0, g.layout.batch());
+        let mut message = Tensor::zeros([0], (kind, pos.device()));
+        for layer in &self.layers {
+            let input = Tensor::cat(
+                &[
+                    h.index_select(0, &g.receiver),
+                    h.index_select(0, &g.sender),
+                    rbf.shallow_clone(),
+                    g.bond.shallow_clone(),
+                ],
+                1,
+            );
+            message = layer.edge2.forward(&layer.edge1.forward(&input).silu()).silu();
+            let aggregate = Tensor::zeros_like(&h).index_add(0, &g.receiver, &message) * &g.inv_neighbours;
+            h = &h
+                + layer
+                    .node2
+                    .forward(&layer.node1.forward(&Tensor::cat(&[&h, &aggregate], 1)).silu());
+        }
+        Encoded {
+            h,
+            message,
+            diff,
+            dist,
+        }
+    }
+
+    /// Molecule energies `[B]` (eV) at positions `[N, 3]` (Å).
+    pub fn energy(&self, g: &Graph, pos: &Tensor) -> Tensor {
+        let zero_time = Tensor::zeros([g.layout.num_molecules()], (pos.kind(), pos.device()));
+        let e = self.encode(g, pos, &zero_time);
+        let atomic = self
+            .energy2
+            .forward(&self.energy1.forward(&e.h).silu())
+            .squeeze_dim(1)
+            + self.references.index_select(0, &g.element);
+        Tensor::zeros([g.layout.num_molecules()], (pos.kind(), pos.device())).index_add(
+            0,
+            g.layout.batch(),
+            &atomic,
+        )
+    }
+
+    /// Predicted noise `[N, 3]` at noised positions and steps `t: [B]` (i64).
+    pub fn eps(&self, g: &Graph, x_t: &Tensor, t: &Tensor) -> Tensor {
+        let t_fraction = t.to_kind(x_t.kind()) / self.steps as f64;
+        let e = self.encode(g, x_t, &t_fraction);
+        let w = self.eps2.forward(&self.eps1.forward(&e.message).silu());
+        let vectors = &e.diff / (e.dist.unsqueeze(1) + 1.0) * w;
+        let eps = Tensor::zeros_like(x_t).index_add(0, &g.receiver, &vectors) * &g.inv_neighbours;
+        let mean = Tensor::zeros([g.layout.num_molecules(), 3], (x_t.kind(), x_t.device())).index_add(
+            0,
+            g.layout.batch(),
+            &eps,
+        ) / g.layout.counts().to_kind(x_t.kind()).unsqueeze(1);
+        eps - mean.index_select(0, g.layout.batch())
+    }
+
+    /// The energy head as a physcon [`physcon::EnergyModel`] over one graph.
+    pub fn energy_model<'a>(&'a self, g: &'a Graph) -> impl Fn(&Tensor) -> Result<Tensor> + 'a {
+        move |pos: &Tensor| Ok(self.energy(g, pos))
+    }
+
+    /// The eps head as a physcon [`physcon::diffusion::Denoiser`] over one graph.
+    pub fn denoiser<'a>(&'a self, g: &'a Graph) -> impl Fn(&Tensor, &Tensor) -> Result<Tensor> + 'a {
+        move |x: &Tensor, t: &Tensor| Ok(self.eps(g, x, t))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use physcon::data::{read_extxyz, Frame};
+    use physcon::testing::{gradcheck, GradcheckOptions};
+
+    fn frames() -> Vec<Frame> {
+        let path =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/extxyz/valid_small.extxyz");
+        read_extxyz(path).unwrap()
+    }
+
+    fn model() -> (nn::VarStore, Model) {
+        tch::set_num_threads(1);
+        tch::manual_seed(3);
+        let mut vs = nn::VarStore::new(Device::Cpu);
+        let model = Model::new(
+            &vs.root(),
+            ModelConfig {
+                hidden: 16,
+                layers: 2,
+                rbf: 8,
+                rbf_max: 5.0,
+            },
+            1000,
+        );
+        vs.set_kind(Kind::Double);
+        (vs, model)
+    }
+
+    fn rotation() -> Tensor {
+        let (w, x, y, z) = (0.5f64, -0.3, 0.7, 0.41);
+        let n = (w * w + x * x + y * y + z * z).sqrt();
+        let (w, x, y, z) = (w / n, x / n, y / n, z / n);
+        Tensor::from_slice(&[
+            1. - 2. * (y * y + z * z),
+            2. * (x * y - z * w),
+            2. * (x * z + y * w),
+            2. * (x * y + z * w),
+            1. - 2. * (x * x + z * z),
+            2. * (y * z - x * w),
+            2. * (x * z - y * w),
+            2. * (y * z + x * w),
+            1. - 2. * (x * x + y * y),
+        ])
+        .reshape([3, 3])
+    }
+
+    /// The fixture's frames in one batch, and the same batch with atoms permuted within molecules.
+    fn batches() -> (MolBatch, MolBatch, Tensor) {
+        let frames = frames();
+        let molecules: Vec<_> = frames.iter().map(Frame::molecule).collect();
+        let batch = MolBatch::from_molecules(&molecules, Kind::Double, Device::Cpu).unwrap();
+        let permuted: Vec<_> = molecules
+            .iter()
+            .map(|m| {
+                let n = m.species.len();
+                let perm: Vec<usize> = (0..n).rev().collect(); // new atom k is old atom n-1-k
+                let mut inv = vec![0; n];
+                for (k, &old) in perm.iter().enumerate() {
+                    inv[old] = k;
+                }
+                physcon::Molecule {
+                    species: perm.iter().map(|&o| m.species[o]).collect(),
+                    pos: perm.iter().map(|&o| m.pos[o]).collect(),
+                    bonds: m.bonds.iter().map(|&(i, j, o)| (inv[i], inv[j], o)).collect(),
+                }
+            })
+            .collect();
+        let permuted_batch = MolBatch::from_molecules(&permuted, Kind::Double, Device::Cpu).unwrap();
+        // Index map: row k of the permuted batch is row perm_index[k] of the original.
+        let mut index = Vec::new();
+        let mut offset = 0i64;
+        for m in &molecules {
+            let n = m.species.len() as i64;
+            index.extend((0..n).rev().map(|k| offset + k));
+            offset += n;
+        }
+        (batch, permuted_batch, Tensor::from_slice(&index))
+    }
+
+    #[test]
+    fn energy_is_invariant_and_eps_equivariant() {
+        let (_vs, model) = model();
+        let (batch, permuted, index) = batches();
+        let g = Graph::new(&batch, Kind::Double).unwrap();
+        let gp = Graph::new(&permuted, Kind::Double).unwrap();
+        let rot = rotation();
+        let shift = Tensor::from_slice(&[1.5f64, -2.0, 0.3]);
+        let moved = batch.pos().matmul(&rot.tr()) + &shift;
+        let t = Tensor::from_slice(&[10i64, 200, 500, 999]);
+
+        let e = model.energy(&g, batch.pos());
+        let e_moved = model.energy(&g, &moved);
+        let e_perm = model.energy(&gp, permuted.pos());
+        assert!((&e - e_moved).abs().max().double_value(&[]) < 1e-10);
+        assert!((&e - e_perm).abs().max().double_value(&[]) < 1e-10);
+
+        let eps = model.eps(&g, batch.pos(), &t);
+        let eps_moved = model.eps(&g, &moved, &t);
+        assert!((eps.matmul(&rot.tr()) - eps_moved).abs().max().double_value(&[]) < 1e-10);
+        let eps_perm = model.eps(&gp, permuted.pos(), &t);
+        assert!(
+            (eps.index_select(0, &index) - eps_perm)
+                .abs()
+                .max()
+                .double_value(&[])
+                < 1e-10
+        );
+        let centroid = g.layout.mean(&eps).unwrap();
+        assert!(
+            centroid.abs().max().double_value(&[]) < 1e-12,
+            "eps is centre-of-mass free"
+        );
+        assert!(
+            eps.abs().max().double_value(&[]) > 1e-6,
+            "eps is not trivially zero"
+        );
+    }
+
+    #[test]
+    fn energy_is_twice_differentiable() {
+        let (_vs, model) = model();
+        let (batch, _, _) = batches();
+        let g = Graph::new(&batch, Kind::Double).unwrap();
+        let energy = model.energy_model(&g);
+        // The stationarity loss's gradient (a double backward) against finite differences.
+        let loss = physcon::losses::OptimalityLoss::stationarity();
+        let report = gradcheck(
+            |x| loss.forward(&energy, &x[0], None, &g.layout),
+            &[batch.pos().shallow_clone()],
+            GradcheckOptions::default(),
+        )
+        .unwrap();
+        assert!(report.passed(), "{report}");
+    }
+
+    #[test]
+    fn unknown_elements_are_rejected() {
+        let mut frame = frames().remove(0);
+        frame.species[0] = 35; // Br
+        let batch = MolBatch::from_molecules(&[frame.molecule()], Kind::Float, Device::Cpu).unwrap();
+        assert!(matches!(
+            Graph::new(&batch, Kind::Float),
+            Err(physcon::Error::InvalidArgument { arg: "species", .. })
+        ));
+    }
+}

@@ -71,6 +71,7 @@ pub fn forces<E: EnergyModel + ?Sized>(
         leaf_copy(pos)
     };
     let (_, grad) = energy_and_grad(model, &x, layout, create_graph)?;
+    check::finite("forces", &grad)?;
     Ok(grad.f_neg()?)
 }
 
@@ -111,8 +112,9 @@ pub(crate) fn energy_and_grad<E: EnergyModel + ?Sized>(
             reason: "the energy must be computed from the positions it is given, with grad enabled",
         });
     }
+    // Callers check what they return (forces, or a loss built from the gradient),
+    // which catches a non-finite gradient with one scalar read instead of a pass over it.
     let grad = grad_or_zeros(&energy.f_sum(energy.kind())?, x, create_graph)?;
-    check::finite("energy gradient", &grad)?;
     Ok((energy, grad))
 }
 

@@ -802,3 +802,35 @@ fn device_mismatch_when_cuda_is_available() -> Result<()> {
     }
     Ok(())
 }
+
+/// A finite energy whose gradient is not finite (sqrt at zero) must not slip
+/// through as a NaN loss or NaN forces.
+#[test]
+fn non_finite_energy_gradients_are_caught() -> Result<()> {
+    let layout = layout3();
+    let kink = |pos: &Tensor| -> Result<Tensor> {
+        layout.sum(&pos.abs().sqrt().sum_dim_intlist(1, false, Kind::Double))
+    };
+    let mut at_zero = pos6();
+    let _ = at_zero.get(0).fill_(0.0);
+    expect_err(forces(&kink, &at_zero, &layout, false), "NonFinite", "forces");
+    expect_err(
+        OptimalityLoss::stationarity().forward(&kink, &at_zero, None, &layout),
+        "NonFinite",
+        "optimality loss (the energy's gradient)",
+    );
+    let schedule = NoiseSchedule::cosine(1000)?;
+    let t = Tensor::from_slice(&[5i64, 5, 5]);
+    let noised = q_sample_with(&schedule, &at_zero, &t, &pos6(), &layout)?;
+    // q_sample centres x0, moving the kink: evaluate the energy at the centred structure's own zero.
+    let centred_kink = |pos: &Tensor| -> Result<Tensor> {
+        let shifted = pos - noised.x0().get(0);
+        layout.sum(&shifted.abs().sqrt().sum_dim_intlist(1, false, Kind::Double))
+    };
+    expect_err(
+        ScoreConsistency::new(0.1)?.forward(&pos6(), &noised, Forces::Model(&centred_kink), &layout),
+        "NonFinite",
+        "score loss (the energy's forces)",
+    );
+    Ok(())
+}

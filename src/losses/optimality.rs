@@ -136,7 +136,11 @@ impl OptimalityLoss {
                 Some(evaluate(energy, reference, layout)?)
             }
         };
-        let value_at = |x: &Tensor| self.value(energy, x, reference_energy.as_ref(), layout);
+        let value_at = |x: &Tensor| -> Result<Tensor> {
+            let value = self.value(energy, x, reference_energy.as_ref(), layout)?;
+            check::finite("optimality loss (the energy's gradient)", &value)?;
+            Ok(value)
+        };
         match self.flow {
             GradientFlow::Both => {
                 let x = if structure.requires_grad() {

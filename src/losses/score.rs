@@ -175,6 +175,8 @@ impl ScoreConsistency {
             GradientFlow::ToEnergy => (eps_hat.detach(), target),
             GradientFlow::Both => (eps_hat.shallow_clone(), target),
         };
-        squared_error_per_atom_mean(&eps_hat, &target, layout)
+        let loss = squared_error_per_atom_mean(&eps_hat, &target, layout)?;
+        check::finite("score loss (the energy's forces)", &loss)?;
+        Ok(loss)
     }
 }

@@ -1,0 +1,111 @@
+//! Forward + backward of every loss, the samplers and batched Kabsch RMSD at
+//! batch 32 and 256 of 20-atom molecules, with an analytic (Morse pair)
+//! energy; throughput in molecules per second. Single-threaded (recorded in
+//! the group names) so figures compare across machines.
+//!
+//! `scripts/with-libtorch.sh cargo bench --bench losses`
+
+mod common;
+
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use physcon::diffusion::{com_free_noise, q_sample, sample, NoiseSchedule, SamplerConfig};
+use physcon::losses::{denoising_loss, force_loss, EnergyLoss, Forces, OptimalityLoss, ScoreConsistency};
+use physcon::metrics::kabsch_rmsd;
+use tch::{Device, Kind, Tensor};
+
+fn losses(c: &mut Criterion) {
+    tch::set_num_threads(1);
+    let mut group = c.benchmark_group("losses/cpu-1thread");
+    group.sample_size(20);
+    for molecules in [32i64, 256] {
+        let (layout, pos) = common::batch(molecules, common::ATOMS, 0).unwrap();
+        let energy = common::energy(&layout).unwrap();
+        let leaf = || pos.detach().set_requires_grad(true);
+        group.throughput(Throughput::Elements(molecules as u64));
+        let target = Tensor::randn([molecules], (Kind::Float, Device::Cpu));
+        group.bench_function(BenchmarkId::new("energy", molecules), |b| {
+            b.iter(|| {
+                let x = leaf();
+                let e = physcon::EnergyModel::energy(&energy, &x).unwrap();
+                EnergyLoss::default()
+                    .per_atom(true)
+                    .forward(&e, &target, &layout, None)
+                    .unwrap()
+                    .backward();
+            })
+        });
+        let f_ref = Tensor::randn_like(&pos);
+        group.bench_function(BenchmarkId::new("force", molecules), |b| {
+            b.iter(|| {
+                let x = leaf();
+                let f = physcon::forces(&energy, &x, &layout, true).unwrap();
+                force_loss(&f, &f_ref, &layout, None).unwrap().backward();
+            })
+        });
+        group.bench_function(BenchmarkId::new("denoising", molecules), |b| {
+            b.iter(|| {
+                let x = leaf();
+                denoising_loss(&(&x * 0.5), &f_ref, &layout).unwrap().backward();
+            })
+        });
+        for (name, loss) in [
+            ("optimality-stationarity", OptimalityLoss::stationarity()),
+            ("optimality-descent", OptimalityLoss::energy_descent()),
+        ] {
+            let reference = (name == "optimality-descent").then(|| pos.shallow_clone());
+            group.bench_function(BenchmarkId::new(name, molecules), |b| {
+                b.iter(|| {
+                    let x = leaf();
+                    loss.forward(&energy, &x, reference.as_ref(), &layout)
+                        .unwrap()
+                        .backward();
+                })
+            });
+        }
+        let schedule = NoiseSchedule::cosine(1000).unwrap();
+        let t = Tensor::full([molecules], 10, (Kind::Int64, Device::Cpu));
+        let noised = q_sample(&schedule, &pos, &t, &layout).unwrap();
+        let score = ScoreConsistency::new(0.0388).unwrap();
+        group.bench_function(BenchmarkId::new("score", molecules), |b| {
+            b.iter(|| {
+                let eps_hat = leaf() * 0.1;
+                score
+                    .forward(&eps_hat, &noised, Forces::Model(&energy), &layout)
+                    .unwrap()
+                    .backward();
+            })
+        });
+        let rotated = pos
+            .matmul(&Tensor::from_slice(&[0.0f32, -1., 0., 1., 0., 0., 0., 0., 1.]).reshape([3, 3]))
+            + 0.01;
+        group.bench_function(BenchmarkId::new("kabsch-rmsd", molecules), |b| {
+            b.iter(|| {
+                let x = leaf();
+                kabsch_rmsd(&x, &rotated, &layout)
+                    .unwrap()
+                    .sum(Kind::Float)
+                    .backward();
+            })
+        });
+        let w = Tensor::from(0.3f32).set_requires_grad(true);
+        let denoiser = |x: &Tensor, _t: &Tensor| -> physcon::Result<Tensor> { Ok(x.tanh() * &w) };
+        for (name, config) in [
+            ("ddim-50-keep1", SamplerConfig::ddim(50).keep_graph_last(1)),
+            ("ddpm-50-keep1", SamplerConfig::ddpm(50).keep_graph_last(1)),
+        ] {
+            group.bench_function(BenchmarkId::new(name, molecules), |b| {
+                b.iter(|| {
+                    let x_t = com_free_noise(&layout, Kind::Float).unwrap();
+                    sample(&denoiser, &schedule, &layout, config, &x_t)
+                        .unwrap()
+                        .sum(Kind::Float)
+                        .backward();
+                })
+            });
+        }
+    }
+    group.finish();
+}
+
+criterion_group!(benches, losses);
+criterion_main!(benches);

@@ -811,7 +811,7 @@ fn non_finite_energy_gradients_are_caught() -> Result<()> {
     let kink = |pos: &Tensor| -> Result<Tensor> {
         layout.sum(&pos.abs().sqrt().sum_dim_intlist(1, false, Kind::Double))
     };
-    let mut at_zero = pos6();
+    let at_zero = pos6();
     let _ = at_zero.get(0).fill_(0.0);
     expect_err(forces(&kink, &at_zero, &layout, false), "NonFinite", "forces");
     expect_err(

@@ -426,6 +426,15 @@ fn predict(settings: &Settings, checkpoint: &Path, input: &Path, output: &Path, 
     Ok(())
 }
 
+/// libtorch's generator is process-wide: tests that seed it run one at a time.
+#[cfg(test)]
+static TEST_RNG: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+#[cfg(test)]
+fn rng_lock() -> std::sync::MutexGuard<'static, ()> {
+    TEST_RNG.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -433,6 +442,7 @@ mod tests {
     /// The `quick` preset end to end: both arms, evaluation, report, resume and predict.
     #[test]
     fn quick_preset_end_to_end() {
+        let _rng = rng_lock();
         tch::set_num_threads(1);
         let root = Path::new(env!("CARGO_MANIFEST_DIR"));
         let out = std::env::temp_dir().join(format!("physcon-two-stage-{}", std::process::id()));

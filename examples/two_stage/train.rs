@@ -675,6 +675,7 @@ mod tests {
     /// and Adam state as the uninterrupted run, in both stages.
     #[test]
     fn resume_reproduces_the_uninterrupted_run() {
+        let _rng = crate::rng_lock();
         tch::set_num_threads(1);
         let root = Path::new(env!("CARGO_MANIFEST_DIR"));
         let splits = Splits::read_dir(root.join("data")).unwrap();

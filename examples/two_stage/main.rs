@@ -4,7 +4,7 @@
 //! structures, GFN2-xTB energies and forces), judged against GFN2-xTB minima.
 //!
 //! ```text
-//! cargo run --release --example two_stage                      # train --preset cpu, seeds 0 1 2
+//! cargo run --release --example two_stage                      # train --preset cpu --seeds 0
 //! cargo run --release --example two_stage -- train --preset quick --seeds 0
 //! cargo run --release --example two_stage -- evaluate --checkpoint runs/cpu/seed-0/consistency.safetensors
 //! cargo run --release --example two_stage -- predict --checkpoint C --input in.extxyz --output out.extxyz --samples 4
@@ -49,6 +49,12 @@ enum GenerationName {
     Refine,
     /// Generate from pure noise.
     Noise,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum OptimalityName {
+    Stationarity,
+    Descent,
 }
 
 #[derive(clap::Args, Clone)]
@@ -103,7 +109,7 @@ enum Command {
         /// Output folder (default runs/<preset>).
         #[arg(long)]
         out: Option<PathBuf>,
-        #[arg(long, value_delimiter = ',', default_values_t = [0u64, 1, 2])]
+        #[arg(long, value_delimiter = ',', default_values_t = [0u64])]
         seeds: Vec<u64>,
         /// Continue the runs found in --out from their last checkpoints.
         #[arg(long)]
@@ -117,6 +123,23 @@ enum Command {
         /// Override the score weight of stage 2.
         #[arg(long)]
         score_weight: Option<f64>,
+        /// Override the form of optimality consistency.
+        #[arg(long, value_enum)]
+        optimality: Option<OptimalityName>,
+        /// Override the largest step of the one-step generated structure (optimality).
+        #[arg(long)]
+        optimality_t_max: Option<i64>,
+        /// Override the largest step of score consistency.
+        #[arg(long)]
+        score_t_max: Option<i64>,
+        /// Override the stage-1 and stage-2 step counts.
+        #[arg(long)]
+        stage1_steps: Option<u64>,
+        #[arg(long)]
+        stage2_steps: Option<u64>,
+        /// Evaluate on the validation split only (for tuning; the test split is for final numbers).
+        #[arg(long)]
+        val_only: bool,
         #[command(flatten)]
         gen: GenArgs,
     },
@@ -161,11 +184,17 @@ fn run(cli: Cli) -> Result<()> {
         preset: "cpu".into(),
         data: "data".into(),
         out: None,
-        seeds: vec![0, 1, 2],
+        seeds: vec![0],
         resume: false,
         kt: None,
         optimality_weight: None,
         score_weight: None,
+        optimality: None,
+        optimality_t_max: None,
+        score_t_max: None,
+        stage1_steps: None,
+        stage2_steps: None,
+        val_only: false,
         gen: GenArgs::default(),
     }) {
         Command::Train {
@@ -177,6 +206,12 @@ fn run(cli: Cli) -> Result<()> {
             kt,
             optimality_weight,
             score_weight,
+            optimality,
+            optimality_t_max,
+            score_t_max,
+            stage1_steps,
+            stage2_steps,
+            val_only,
             gen,
         } => {
             let mut settings = Settings::preset(&preset)?;
@@ -189,8 +224,26 @@ fn run(cli: Cli) -> Result<()> {
             if let Some(w) = score_weight {
                 settings.plan.stage2.score = w;
             }
+            if let Some(form) = optimality {
+                settings.optimality = match form {
+                    OptimalityName::Stationarity => physcon::losses::Optimality::Stationarity,
+                    OptimalityName::Descent => physcon::losses::Optimality::EnergyDescent,
+                };
+            }
+            if let Some(t) = optimality_t_max {
+                settings.optimality_t = 1..=t;
+            }
+            if let Some(t) = score_t_max {
+                settings.score_t = 1..=t;
+            }
+            if let Some(n) = stage1_steps {
+                settings.plan.stage1_steps = n;
+            }
+            if let Some(n) = stage2_steps {
+                settings.plan.stage2_steps = n;
+            }
             let out = out.unwrap_or_else(|| Path::new("runs").join(&preset));
-            train_command(&settings, &data, &out, &seeds, resume, &gen)
+            train_command(&settings, &data, &out, &seeds, resume, &gen, val_only)
         }
         Command::Evaluate {
             checkpoint,
@@ -240,6 +293,7 @@ fn train_command(
     seeds: &[u64],
     resume: bool,
     gen: &GenArgs,
+    val_only: bool,
 ) -> Result<()> {
     let splits = Splits::read_dir(data)?;
     let train = TrainData::new(&splits.train)?;
@@ -252,7 +306,12 @@ fn train_command(
         let [consistency, control] = train_all(settings, seed, &train, &dir, resume)?;
         let wall = t0.elapsed().as_secs_f64();
         let mut per_split = Vec::new();
-        for split in [&splits.val, &splits.test] {
+        let empty = Dataset::default();
+        for split in [&splits.val, if val_only { &empty } else { &splits.test }] {
+            if split.is_empty() {
+                per_split.push(Default::default());
+                continue;
+            }
             let (_v1, m1, _) = load_model(&consistency, settings)?;
             let (_v2, m2, _) = load_model(&control, settings)?;
             let (s1, base1) = evaluate(&m1, split, gen.samples, gen.generation(), &schedule, seed)?;
@@ -346,6 +405,10 @@ fn report(
                 }
             })
             .unwrap_or(0);
+        if n == 0 {
+            let _ = writeln!(s, "## {title}: not evaluated\n");
+            continue;
+        }
         let _ = writeln!(s, "## {title} ({n} molecules)\n");
         s.push_str(&table(
             &[
@@ -453,12 +516,12 @@ mod tests {
             ddim_steps: 5,
             ..GenArgs::default()
         };
-        train_command(&settings, &root.join("data"), &out, &[0], false, &gen).unwrap();
+        train_command(&settings, &root.join("data"), &out, &[0], false, &gen, false).unwrap();
         let report = std::fs::read_to_string(out.join("report.md")).unwrap();
         assert!(report.contains("consistency") && report.contains("MMFF structure"));
         assert!(out.join("scatter-consistency.svg").exists());
         // A finished run resumes to the same weights (nothing left to do), and a fresh --out is required otherwise.
-        let again = train_command(&settings, &root.join("data"), &out, &[0], false, &gen);
+        let again = train_command(&settings, &root.join("data"), &out, &[0], false, &gen, false);
         assert!(matches!(again, Err(Error::InvalidArgument { arg: "--out", .. })));
         let checkpoint = out.join("seed-0/consistency.safetensors");
         let output = out.join("predicted.extxyz");

@@ -15,7 +15,7 @@ use std::time::Instant;
 use physcon::data::Dataset;
 use physcon::diffusion::{q_sample, x0_from_eps, NoiseSchedule};
 use physcon::losses::{
-    denoising_loss, force_loss, EnergyLoss, Forces, LossTerms, OptimalityLoss, ScoreConsistency,
+    denoising_loss, force_loss, EnergyLoss, Forces, LossTerms, Optimality, OptimalityLoss, ScoreConsistency,
 };
 use physcon::schedule::TrainingPlan;
 use physcon::{AtomicReferences, Error, Result, Temperature};
@@ -36,6 +36,8 @@ pub struct Settings {
     pub score_t: RangeInclusive<i64>,
     /// Steps at which the one-step generated structure `x0_hat(R_t)` is made for optimality.
     pub optimality_t: RangeInclusive<i64>,
+    /// Which form of optimality consistency.
+    pub optimality: Optimality,
     /// Diffusion steps T.
     pub diffusion_steps: i64,
     /// Steps between checkpoints.
@@ -55,6 +57,7 @@ impl Settings {
             kt: Temperature::kelvin(450.0)?.kt(),
             score_t: 1..=20,
             optimality_t: 1..=100,
+            optimality: Optimality::Stationarity,
             diffusion_steps: 1000,
             checkpoint_every: 200,
             clip: 10.0,
@@ -337,7 +340,12 @@ impl Trainer {
             let eps_hat = self.model.eps(&g, noised.x_t(), &t);
             let generated = x0_from_eps(noised.x_t(), &eps_hat, noised.level(), layout)?;
             let energy = self.model.energy_model(&g);
-            let l = OptimalityLoss::stationarity().forward(&energy, &generated, None, layout)?;
+            let loss = OptimalityLoss {
+                form: self.settings.optimality,
+                ..OptimalityLoss::default()
+            };
+            let reference = (self.settings.optimality == Optimality::EnergyDescent).then_some(pos);
+            let l = loss.forward(&energy, &generated, reference, layout)?;
             terms.push("optimality", weights.optimality, l)?;
         }
         if let (Some((b, g2)), true) = (&offeq, weights.score > 0.0) {

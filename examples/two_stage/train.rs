@@ -38,6 +38,11 @@ pub struct Settings {
     pub optimality_t: RangeInclusive<i64>,
     /// Which form of optimality consistency.
     pub optimality: Optimality,
+    /// Fraction of denoising samples drawn from `small_t` instead of all steps: refining a
+    /// structure needs a precise denoiser at small noise, which uniform steps train rarely.
+    pub small_t_fraction: f64,
+    /// The small-noise steps of the denoising loss.
+    pub small_t: RangeInclusive<i64>,
     /// Diffusion steps T.
     pub diffusion_steps: i64,
     /// Steps between checkpoints.
@@ -58,6 +63,8 @@ impl Settings {
             score_t: 1..=20,
             optimality_t: 1..=100,
             optimality: Optimality::Stationarity,
+            small_t_fraction: 0.5,
+            small_t: 1..=100,
             diffusion_steps: 1000,
             checkpoint_every: 200,
             clip: 10.0,
@@ -291,11 +298,15 @@ impl Trainer {
             )?);
         }
 
-        let t = self.schedule.sample_t(
-            layout.num_molecules(),
-            1..=self.settings.diffusion_steps,
-            Device::Cpu,
-        )?;
+        let b = layout.num_molecules();
+        let t_all = self
+            .schedule
+            .sample_t(b, 1..=self.settings.diffusion_steps, Device::Cpu)?;
+        let t_small = self
+            .schedule
+            .sample_t(b, self.settings.small_t.clone(), Device::Cpu)?;
+        let pick_small = Tensor::rand([b], (Kind::Float, Device::Cpu)).lt(self.settings.small_t_fraction);
+        let t = t_small.where_self(&pick_small, &t_all);
         let noised = q_sample(&self.schedule, pos, &t, layout)?;
         let eps_hat = self.model.eps(&g, noised.x_t(), &t);
         terms.push(

@@ -66,10 +66,10 @@ struct GenArgs {
     #[arg(long, value_enum, default_value_t = GenerationName::Refine)]
     generation: GenerationName,
     /// Diffusion step the refinement starts from.
-    #[arg(long, default_value_t = 100)]
+    #[arg(long, default_value_t = 10)]
     start: i64,
     /// DDIM steps.
-    #[arg(long, default_value_t = 20)]
+    #[arg(long, default_value_t = 10)]
     ddim_steps: i64,
 }
 
@@ -83,17 +83,6 @@ impl GenArgs {
             GenerationName::Noise => Generation::Noise {
                 steps: self.ddim_steps,
             },
-        }
-    }
-}
-
-impl Default for GenArgs {
-    fn default() -> Self {
-        Self {
-            samples: 4,
-            generation: GenerationName::Refine,
-            start: 100,
-            ddim_steps: 20,
         }
     }
 }
@@ -183,24 +172,17 @@ fn main() {
 
 fn run(cli: Cli) -> Result<()> {
     tch::set_num_threads(2);
-    match cli.command.unwrap_or(Command::Train {
-        preset: "cpu".into(),
-        data: "data".into(),
-        out: None,
-        seeds: vec![0],
-        resume: false,
-        kt: None,
-        optimality_weight: None,
-        score_weight: None,
-        optimality: None,
-        optimality_t_max: None,
-        score_t_max: None,
-        stage1_steps: None,
-        stage2_steps: None,
-        small_t_fraction: None,
-        val_only: false,
-        gen: GenArgs::default(),
-    }) {
+    // No subcommand means `train` with every default, as clap would parse it.
+    let command = match cli.command {
+        Some(command) => command,
+        None => Cli::parse_from(["two_stage", "train"])
+            .command
+            .ok_or_else(|| Error::InvalidArgument {
+                arg: "command",
+                reason: "no default command".into(),
+            })?,
+    };
+    match command {
         Command::Train {
             preset,
             data,
@@ -522,8 +504,9 @@ mod tests {
         let settings = Settings::preset("quick").unwrap();
         let gen = GenArgs {
             samples: 2,
+            generation: GenerationName::Refine,
+            start: 10,
             ddim_steps: 5,
-            ..GenArgs::default()
         };
         train_command(&settings, &root.join("data"), &out, &[0], false, &gen, false).unwrap();
         let report = std::fs::read_to_string(out.join("report.md")).unwrap();

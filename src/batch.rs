@@ -42,14 +42,7 @@ impl BatchLayout {
     /// [`Error::IndexOutOfRange`] for an index outside `0..num_molecules`,
     /// [`Error::EmptyMolecule`] for a molecule without atoms.
     pub fn new(batch: &Tensor, num_molecules: i64) -> Result<Self> {
-        let kind = batch.f_kind()?;
-        if kind != Kind::Int64 {
-            return Err(Error::Dtype {
-                arg: "batch",
-                expected: "Int64".into(),
-                got: kind,
-            });
-        }
+        check::int64("batch", batch)?;
         let size = batch.size();
         if size.len() != 1 || size[0] == 0 {
             return Err(Error::Shape {
@@ -64,17 +57,7 @@ impl BatchLayout {
                 reason: format!("must be at least 1, got {num_molecules}"),
             });
         }
-        let min = batch.f_min()?.f_int64_value(&[])?;
-        let max = batch.f_max()?.f_int64_value(&[])?;
-        for index in [min, max] {
-            if !(0..num_molecules).contains(&index) {
-                return Err(Error::IndexOutOfRange {
-                    arg: "batch",
-                    index,
-                    bound: num_molecules,
-                });
-            }
-        }
+        check::values_in("batch", batch, 0, num_molecules)?;
         let counts = batch.f_bincount::<Tensor>(None, num_molecules)?;
         let counts_host = Vec::<i64>::try_from(&counts.f_to_device(Device::Cpu)?)?;
         if let Some(molecule) = counts_host.iter().position(|&c| c == 0) {
@@ -303,28 +286,10 @@ impl MolBatch {
     pub fn new(pos: &Tensor, species: &Tensor, batch: &Tensor, num_molecules: i64) -> Result<Self> {
         let layout = BatchLayout::new(batch, num_molecules)?;
         check::atoms3("pos", pos, &layout)?;
-        let kind = species.f_kind()?;
-        if kind != Kind::Int64 {
-            return Err(Error::Dtype {
-                arg: "species",
-                expected: "Int64".into(),
-                got: kind,
-            });
-        }
+        check::int64("species", species)?;
         check::device("species", species, &layout)?;
         check::shape("species", species, &[layout.num_atoms()], "[N]")?;
-        for index in [
-            species.f_min()?.f_int64_value(&[])?,
-            species.f_max()?.f_int64_value(&[])?,
-        ] {
-            if !(1..=118).contains(&index) {
-                return Err(Error::IndexOutOfRange {
-                    arg: "species",
-                    index,
-                    bound: 119,
-                });
-            }
-        }
+        check::values_in("species", species, 1, 119)?;
         Ok(Self {
             layout,
             pos: pos.shallow_clone(),
@@ -348,13 +313,7 @@ impl MolBatch {
                 reason: "at least one molecule is needed".into(),
             });
         }
-        if !check::is_float(kind) {
-            return Err(Error::Dtype {
-                arg: "kind",
-                expected: "a floating-point kind".into(),
-                got: kind,
-            });
-        }
+        check::float_kind("kind", kind)?;
         let (mut pos, mut species, mut batch) = (Vec::new(), Vec::new(), Vec::new());
         let (mut pairs, mut orders) = (Vec::new(), Vec::new());
         for (m, mol) in molecules.iter().enumerate() {
@@ -404,41 +363,15 @@ impl MolBatch {
     /// [`Error::InvalidArgument`] for a self bond or a bond across molecules.
     pub fn with_bonds(mut self, index: &Tensor, order: &Tensor) -> Result<Self> {
         for (arg, t) in [("bond index", index), ("bond order", order)] {
-            let kind = t.f_kind()?;
-            if kind != Kind::Int64 {
-                return Err(Error::Dtype {
-                    arg,
-                    expected: "Int64".into(),
-                    got: kind,
-                });
-            }
+            check::int64(arg, t)?;
             check::device(arg, t, &self.layout)?;
         }
         let e = order.size().first().copied().unwrap_or(-1);
         check::shape("bond order", order, &[e.max(0)], "[E]")?;
         check::shape("bond index", index, &[e.max(0), 2], "[E, 2]")?;
         if e > 0 {
-            let n = self.layout.num_atoms();
-            for value in [index.f_min()?, index.f_max()?] {
-                let value = value.f_int64_value(&[])?;
-                if !(0..n).contains(&value) {
-                    return Err(Error::IndexOutOfRange {
-                        arg: "bond index",
-                        index: value,
-                        bound: n,
-                    });
-                }
-            }
-            for value in [order.f_min()?, order.f_max()?] {
-                let value = value.f_int64_value(&[])?;
-                if !(1..=4).contains(&value) {
-                    return Err(Error::IndexOutOfRange {
-                        arg: "bond order",
-                        index: value,
-                        bound: 5,
-                    });
-                }
-            }
+            check::values_in("bond index", index, 0, self.layout.num_atoms())?;
+            check::values_in("bond order", order, 1, 5)?;
             let (i, j) = (index.f_select(1, 0)?, index.f_select(1, 1)?);
             if bool::try_from(i.f_eq_tensor(&j)?.f_any()?)? {
                 return Err(Error::InvalidArgument {

@@ -32,6 +32,43 @@ pub(crate) fn float(arg: &'static str, t: &Tensor) -> Result<()> {
     }
 }
 
+/// An i64 tensor (indices, atomic numbers, steps).
+pub(crate) fn int64(arg: &'static str, t: &Tensor) -> Result<()> {
+    let got = t.f_kind()?;
+    if got == Kind::Int64 {
+        Ok(())
+    } else {
+        Err(Error::Dtype {
+            arg,
+            expected: "Int64".into(),
+            got,
+        })
+    }
+}
+
+/// Every value of a non-empty i64 tensor lies in `lo..bound`; else the offending extreme.
+pub(crate) fn values_in(arg: &'static str, t: &Tensor, lo: i64, bound: i64) -> Result<()> {
+    for index in [t.f_min()?.f_int64_value(&[])?, t.f_max()?.f_int64_value(&[])?] {
+        if !(lo..bound).contains(&index) {
+            return Err(Error::IndexOutOfRange { arg, index, bound });
+        }
+    }
+    Ok(())
+}
+
+/// A floating-point element type asked for by the caller.
+pub(crate) fn float_kind(arg: &'static str, kind: Kind) -> Result<()> {
+    if is_float(kind) {
+        Ok(())
+    } else {
+        Err(Error::Dtype {
+            arg,
+            expected: "a floating-point kind (f16, bf16, f32, f64)".into(),
+            got: kind,
+        })
+    }
+}
+
 pub(crate) fn same_kind(arg: &'static str, t: &Tensor, kind: Kind) -> Result<()> {
     let got = t.f_kind()?;
     if got == kind {

@@ -9,6 +9,7 @@ use std::collections::BTreeMap;
 use tch::{Device, Kind, Tensor};
 
 use crate::batch::BatchLayout;
+use crate::check;
 use crate::error::{Error, Result};
 
 /// Per-element reference energies `e_Z` (eV) with `E_mol ≈ sum_i e_{Z_i}`.
@@ -121,23 +122,10 @@ impl AtomicReferences {
     /// or device errors for `species`; [`Error::Dtype`] unless `species` is i64
     /// and `kind` a float kind (an integer `kind` would truncate the energies).
     pub fn batch_energy(&self, species: &Tensor, layout: &BatchLayout, kind: Kind) -> Result<Tensor> {
-        let got = species.f_kind()?;
-        if got != Kind::Int64 {
-            return Err(Error::Dtype {
-                arg: "species",
-                expected: "Int64".into(),
-                got,
-            });
-        }
-        if !crate::check::is_float(kind) {
-            return Err(Error::Dtype {
-                arg: "kind",
-                expected: "a floating-point kind".into(),
-                got: kind,
-            });
-        }
-        crate::check::shape("species", species, &[layout.num_atoms()], "[N]")?;
-        crate::check::device("species", species, layout)?;
+        check::int64("species", species)?;
+        check::float_kind("kind", kind)?;
+        check::shape("species", species, &[layout.num_atoms()], "[N]")?;
+        check::device("species", species, layout)?;
         let zs = Vec::<i64>::try_from(&species.f_to_device(Device::Cpu)?)?;
         let per_atom = zs.iter().map(|&z| self.lookup(z)).collect::<Result<Vec<f64>>>()?;
         let per_atom = Tensor::from_slice(&per_atom)

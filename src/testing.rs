@@ -220,6 +220,35 @@ where
     Ok(out)
 }
 
+/// The proper rotation matrix `[3, 3]` (f64) of a quaternion `(w, x, y, z)`,
+/// normalised first: for invariance and equivariance tests, rotate row
+/// vectors with `pos.matmul(&rotation.tr())`.
+///
+/// # Errors
+/// [`Error::InvalidArgument`] for a zero or non-finite quaternion.
+pub fn rotation(q: [f64; 4]) -> Result<Tensor> {
+    let norm = q.iter().map(|v| v * v).sum::<f64>().sqrt();
+    if !(norm.is_finite() && norm > 1e-12) {
+        return Err(Error::InvalidArgument {
+            arg: "q",
+            reason: format!("{q:?} is not a non-zero finite quaternion"),
+        });
+    }
+    let [w, x, y, z] = q.map(|v| v / norm);
+    let m = [
+        1.0 - 2.0 * (y * y + z * z),
+        2.0 * (x * y - z * w),
+        2.0 * (x * z + y * w),
+        2.0 * (x * y + z * w),
+        1.0 - 2.0 * (x * x + z * z),
+        2.0 * (y * z - x * w),
+        2.0 * (x * z - y * w),
+        2.0 * (y * z + x * w),
+        1.0 - 2.0 * (x * x + y * y),
+    ];
+    Ok(Tensor::from_slice(&m).f_reshape([3, 3])?)
+}
+
 /// An analytic pair potential `phi(r)` (eV, r in Å) with closed-form derivatives.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum PairPotential {

@@ -317,21 +317,7 @@ mod tests {
     }
 
     fn rotation() -> Tensor {
-        let (w, x, y, z) = (0.5f64, -0.3, 0.7, 0.41);
-        let n = (w * w + x * x + y * y + z * z).sqrt();
-        let (w, x, y, z) = (w / n, x / n, y / n, z / n);
-        Tensor::from_slice(&[
-            1. - 2. * (y * y + z * z),
-            2. * (x * y - z * w),
-            2. * (x * z + y * w),
-            2. * (x * y + z * w),
-            1. - 2. * (x * x + z * z),
-            2. * (y * z - x * w),
-            2. * (x * z - y * w),
-            2. * (y * z + x * w),
-            1. - 2. * (x * x + y * y),
-        ])
-        .reshape([3, 3])
+        physcon::testing::rotation([0.5, -0.3, 0.7, 0.41]).unwrap()
     }
 
     /// The fixture's frames in one batch, and the same batch with atoms permuted within molecules.

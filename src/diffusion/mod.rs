@@ -26,13 +26,7 @@ use crate::error::Result;
 /// # Errors
 /// [`crate::Error::Dtype`] unless `kind` is a float kind.
 pub fn com_free_noise(layout: &BatchLayout, kind: Kind) -> Result<Tensor> {
-    if !check::is_float(kind) {
-        return Err(crate::Error::Dtype {
-            arg: "kind",
-            expected: "a floating-point kind".into(),
-            got: kind,
-        });
-    }
+    check::float_kind("kind", kind)?;
     let eps = Tensor::f_randn([layout.num_atoms(), 3], (kind, layout.device()))?;
     layout.centre_unchecked(&eps)
 }

@@ -158,21 +158,8 @@ impl NoiseSchedule {
     /// [`Error::Dtype`] unless `t` is i64 and `kind` a float kind, [`Error::Shape`]
     /// unless 1-D, [`Error::IndexOutOfRange`] for a step outside `1..=T`.
     pub fn level(&self, t: &Tensor, kind: Kind) -> Result<NoiseLevel> {
-        let got = t.f_kind()?;
-        if got != Kind::Int64 {
-            return Err(Error::Dtype {
-                arg: "t",
-                expected: "Int64".into(),
-                got,
-            });
-        }
-        if !check::is_float(kind) {
-            return Err(Error::Dtype {
-                arg: "kind",
-                expected: "a floating-point kind".into(),
-                got: kind,
-            });
-        }
+        check::int64("t", t)?;
+        check::float_kind("kind", kind)?;
         if t.dim() != 1 || t.size()[0] == 0 {
             return Err(Error::Shape {
                 arg: "t",
@@ -180,15 +167,7 @@ impl NoiseSchedule {
                 got: t.size(),
             });
         }
-        for index in [t.f_min()?.f_int64_value(&[])?, t.f_max()?.f_int64_value(&[])?] {
-            if !(1..=self.steps()).contains(&index) {
-                return Err(Error::IndexOutOfRange {
-                    arg: "t",
-                    index,
-                    bound: self.steps() + 1,
-                });
-            }
-        }
+        check::values_in("t", t, 1, self.steps() + 1)?;
         let table = Tensor::from_slice(&self.alpha_bar).f_to_device(t.device())?;
         let abar = table.f_index_select(0, t)?;
         Ok(NoiseLevel {

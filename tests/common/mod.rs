@@ -145,22 +145,9 @@ impl physcon::EnergyModel for Morse {
     }
 }
 
-/// A random rotation matrix `[3, 3]` from a (non-zero) quaternion.
+/// A rotation matrix `[3, 3]` from a (non-zero) quaternion.
 pub fn rotation(qw: f64, qx: f64, qy: f64, qz: f64) -> Tensor {
-    let norm = (qw * qw + qx * qx + qy * qy + qz * qz).sqrt().max(1e-9);
-    let (w, x, y, z) = (qw / norm, qx / norm, qy / norm, qz / norm);
-    Tensor::from_slice(&[
-        1.0 - 2.0 * (y * y + z * z),
-        2.0 * (x * y - z * w),
-        2.0 * (x * z + y * w),
-        2.0 * (x * y + z * w),
-        1.0 - 2.0 * (x * x + z * z),
-        2.0 * (y * z - x * w),
-        2.0 * (x * z - y * w),
-        2.0 * (y * z + x * w),
-        1.0 - 2.0 * (x * x + y * y),
-    ])
-    .reshape([3, 3])
+    physcon::testing::rotation([qw, qx, qy, qz]).unwrap()
 }
 
 pub fn single_thread() {
@@ -178,19 +165,10 @@ pub fn max_abs_diff(a: &Tensor, b: &Tensor) -> f64 {
 /// Serialises tests that seed and draw from libtorch's global generator.
 pub static RNG: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
-/// A permutation of `0..n` from a seed (Fisher-Yates over splitmix64).
+/// A permutation of `0..n` from a seed.
 pub fn shuffled(n: i64, seed: u64) -> Vec<i64> {
-    let mut state = seed;
-    let mut next = move || {
-        state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = state;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    };
-    let mut perm: Vec<i64> = (0..n).collect();
-    for i in (1..perm.len()).rev() {
-        perm.swap(i, (next() % (i as u64 + 1)) as usize);
-    }
-    perm
+    physcon::data::shuffled_indices(n as usize, seed)
+        .into_iter()
+        .map(|i| i as i64)
+        .collect()
 }

@@ -82,6 +82,8 @@ pub struct Scores {
     pub mae_opt: f64,
     /// (E(R_ref), E(R_pred)) per molecule under the model (eV).
     pub scatter: Vec<(f64, f64)>,
+    /// Mean RMSD over the K samples, per molecule in split order (Å).
+    pub rmsd_per_molecule: Vec<f64>,
     pub molecules: usize,
 }
 
@@ -194,16 +196,17 @@ pub fn evaluate(
             f64::NAN
         },
         scatter: rows.iter().map(|r| (r.3, r.3 + r.2)).collect(),
+        rmsd_per_molecule: rows.iter().map(|r| r.0).collect(),
         molecules: pairs.len(),
     };
     Ok((scores(&model_rows, true), scores(&base_rows, false)))
 }
 
-/// A scatter plot of E(R_pred) against E(R_ref) as SVG (one point per molecule, y = x dashed).
+/// A scatter plot as SVG (one point per molecule, y = x dashed).
 ///
 /// Hand-written: a plotting crate would need system or embedded fonts for
 /// this one chart; SVG text is laid out by the viewer.
-pub fn scatter_svg(title: &str, points: &[(f64, f64)]) -> String {
+pub fn scatter_svg(title: &str, x_label: &str, y_label: &str, points: &[(f64, f64)]) -> String {
     let (w, h, pad) = (480.0, 480.0, 60.0);
     let lo = points
         .iter()
@@ -237,30 +240,33 @@ pub fn scatter_svg(title: &str, points: &[(f64, f64)]) -> String {
         w - 1.5 * pad,
         h - 1.5 * pad,
     );
+    // Enough decimals to tell ticks a quarter of the range apart.
+    let decimals = (2.0 - (hi - lo).log10().floor()).clamp(0.0, 6.0) as usize;
     for k in 0..=4 {
         let v = lo + (hi - lo) * k as f64 / 4.0;
+        let label = format!("{v:.decimals$}");
         let _ = writeln!(
             svg,
-            "<text x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"middle\">{v:.0}</text>",
+            "<text x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"middle\">{label}</text>",
             x(v),
             h - pad + 18.0
         );
         let _ = writeln!(
             svg,
-            "<text x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"end\">{v:.0}</text>",
+            "<text x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"end\">{label}</text>",
             pad - 6.0,
             y(v) + 4.0
         );
     }
     let _ = writeln!(
         svg,
-        "<text x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"middle\">E(R_ref) under the model (eV)</text>",
+        "<text x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"middle\">{x_label}</text>",
         w / 2.0,
         h - 15.0
     );
     let _ = writeln!(
         svg,
-        "<text x=\"15\" y=\"{:.1}\" text-anchor=\"middle\" transform=\"rotate(-90 15 {:.1})\">E(R_pred) under the model (eV)</text>",
+        "<text x=\"15\" y=\"{:.1}\" text-anchor=\"middle\" transform=\"rotate(-90 15 {:.1})\">{y_label}</text>",
         h / 2.0,
         h / 2.0
     );

@@ -311,12 +311,25 @@ fn train_command(
         let test = per_split.pop().unwrap_or_default();
         let val = per_split.pop().unwrap_or_default();
         if seed == seeds[0] {
+            let energy = ("E(R_ref) under the model (eV)", "E(R_pred) under the model (eV)");
             for (name, s) in [("control", &test[1]), ("consistency", &test[3])] {
+                let title = format!("{name} arm, test split, seed {seed}");
                 write_svg(
                     &out.join(format!("scatter-{name}.svg")),
-                    &scatter_svg(&format!("{name} arm, test split, seed {seed}"), &s.scatter),
+                    &scatter_svg(&title, energy.0, energy.1, &s.scatter),
                 )?;
             }
+            let paired: Vec<(f64, f64)> = test[1]
+                .rmsd_per_molecule
+                .iter()
+                .copied()
+                .zip(test[3].rmsd_per_molecule.iter().copied())
+                .collect();
+            let title = format!("RMSD to the xTB minimum per molecule, test, seed {seed} (below the line: consistency better)");
+            write_svg(
+                &out.join("rmsd-paired.svg"),
+                &scatter_svg(&title, "control (Å)", "consistency (Å)", &paired),
+            )?;
         }
         println!("seed {seed}: trained both arms in {wall:.0} s; test RMSD control {:.4} consistency {:.4} (MMFF {:.4})", test[1].rmsd_mean, test[3].rmsd_mean, test[0].rmsd_mean);
         results.push((seed, val, test, wall));
@@ -422,7 +435,11 @@ fn report(
             test[1].rmsd_mean, test[3].rmsd_mean, test[1].egap, test[3].egap
         );
     }
-    s.push_str("\nPlots: `scatter-control.svg`, `scatter-consistency.svg` (test split, first seed). Per-step losses: `seed-*/metrics.csv`.\n");
+    s.push_str(
+        "\nPlots (test split, first seed): `scatter-control.svg`, `scatter-consistency.svg` (E(R_pred) against \
+         E(R_ref) under each arm's model), `rmsd-paired.svg` (per-molecule RMSD, control against consistency). \
+         Per-step losses: `seed-*/metrics.csv`.\n",
+    );
     s
 }
 

@@ -30,3 +30,44 @@ pub fn energy(layout: &BatchLayout) -> Result<PairEnergy> {
         layout,
     )
 }
+
+/// Wall-clock statistics of a repeated call, in seconds.
+#[derive(Debug, Clone, Copy)]
+pub struct Timing {
+    /// Median over the timed repetitions.
+    pub median: f64,
+    /// Fastest repetition.
+    pub min: f64,
+    /// Timed repetitions (after the warm-up).
+    pub reps: usize,
+}
+
+/// Times `f`: `warmup` untimed calls, then at least `min_reps` timed calls and
+/// at least `min_seconds` of timed calls (at most `max_reps`).
+pub fn time_reps(
+    mut f: impl FnMut() -> Result<()>,
+    warmup: usize,
+    min_reps: usize,
+    min_seconds: f64,
+    max_reps: usize,
+) -> Result<Timing> {
+    for _ in 0..warmup {
+        f()?;
+    }
+    let mut samples = Vec::new();
+    let started = std::time::Instant::now();
+    while samples.len() < min_reps
+        || (started.elapsed().as_secs_f64() < min_seconds && samples.len() < max_reps)
+    {
+        let t = std::time::Instant::now();
+        f()?;
+        samples.push(t.elapsed().as_secs_f64());
+    }
+    let reps = samples.len();
+    samples.sort_by(f64::total_cmp);
+    Ok(Timing {
+        median: samples[reps / 2],
+        min: samples[0],
+        reps,
+    })
+}

@@ -1,0 +1,673 @@
+//! One full consistency stage-2 training step of the two-stage example's
+//! reference model, and each of its losses alone, on fixed batches of the
+//! shipped training data; the fixtures for the side-by-side PyTorch check.
+//!
+//! The step is the example's `Trainer::losses` (consistency arm, stage-2
+//! weights) followed by `backward` and a plain SGD update of every trainable
+//! parameter (the example's Adam and gradient clipping are left out, so the
+//! PyTorch side can do exactly the same arithmetic):
+//!
+//! 1. energy + forces (create-graph backward) on a batch of `mmff` frames,
+//! 2. denoising at t uniform in 1..=T on the same batch,
+//! 3. energy + forces on a batch of `xtb-perturbed` frames,
+//! 4. optimality (stationarity, `ToStructure`) of the one-step structure
+//!    `x0_hat(R_t)` at t in 1..=10 (one eps forward, one energy forward,
+//!    a double backward),
+//! 5. score consistency (model forces) at t in 1..=20 on the perturbed batch,
+//! 6. `backward` of the weighted total, SGD update.
+//!
+//! The model (f32, preset `cpu`: hidden 64, 3 layers, 16 radial functions) and
+//! the batches (the batches of the first stage-2 step of seed 0) are built
+//! once, outside the timed region; graph featurisation is timed separately
+//! (`prep`).
+//!
+//! ```sh
+//! scripts/with-libtorch.sh cargo bench --bench step                      # timings, 1 and 2 threads
+//! scripts/with-libtorch.sh cargo bench --bench step -- --check-only      # fixtures only
+//! scripts/with-libtorch.sh cargo bench --bench step -- --verify-example  # the mirror = Trainer::losses
+//! ```
+//!
+//! Writes `<out>/step-fixture-b<B>-<dtype>.safetensors` (initial weights,
+//! batches, drawn steps and noise, per-term loss values, gradients of the
+//! total) and `<out>/step-rust.json` (timings); `scripts/bench_pytorch.py`
+//! reads both.
+
+mod common;
+
+#[allow(dead_code, unused_imports)]
+#[path = "../examples/two_stage/model.rs"]
+mod model;
+#[allow(dead_code, unused_imports)]
+#[path = "../examples/two_stage/train.rs"]
+mod train;
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+
+use clap::Parser;
+use physcon::data::{Dataset, LabelledBatch};
+use physcon::diffusion::{q_sample, x0_from_eps, NoiseSchedule};
+use physcon::losses::{
+    denoising_loss, force_loss, EnergyLoss, Forces, LossTerms, OptimalityLoss, ScoreConsistency,
+};
+use physcon::schedule::LossWeights;
+use physcon::{Error, Result};
+use tch::{Device, Kind, Tensor};
+
+use model::{Graph, Model};
+use train::{Arm, Log, Settings, TrainData, Trainer};
+
+/// libtorch's generator is process-wide: the example's tests (compiled in
+/// here under `cfg(test)`) take this lock.
+#[cfg(test)]
+static TEST_RNG: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+#[cfg(test)]
+#[allow(dead_code)]
+fn rng_lock() -> std::sync::MutexGuard<'static, ()> {
+    TEST_RNG.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+#[derive(Parser, Debug)]
+#[command(about = "Stage-2 consistency step of the reference model: timings and PyTorch fixtures")]
+struct Args {
+    /// Thread counts (tch::set_num_threads), comma separated.
+    #[arg(long, value_delimiter = ',', default_value = "1,2")]
+    threads: Vec<i32>,
+    /// Batch sizes (molecules per batch; the step uses one batch of each frame kind).
+    #[arg(long, value_delimiter = ',', default_value = "32,256")]
+    batches: Vec<usize>,
+    /// Output folder for fixtures and results.
+    #[arg(long, default_value = "target/bench")]
+    out: PathBuf,
+    /// Timed repetitions at least (after 2 warm-up calls).
+    #[arg(long, default_value_t = 7)]
+    reps: usize,
+    /// Timed seconds at least per measurement (more repetitions while under it, at most 200).
+    #[arg(long, default_value_t = 3.0)]
+    min_seconds: f64,
+    /// Only write the equality-check fixtures, time nothing.
+    #[arg(long)]
+    check_only: bool,
+    /// Skip the per-loss breakdown.
+    #[arg(long)]
+    no_breakdown: bool,
+    /// Do not (re)write the equality-check fixtures.
+    #[arg(long)]
+    no_fixtures: bool,
+    /// Where to write the timings (default `<out>/step-rust.json`).
+    #[arg(long)]
+    json: Option<PathBuf>,
+    /// Check that this bench's step computes what the example's `Trainer` logs, then exit.
+    #[arg(long)]
+    verify_example: bool,
+    /// Passed by `cargo bench`; ignored.
+    #[arg(long, hide = true)]
+    bench: bool,
+}
+
+const SEED: u64 = 0;
+/// SGD learning rate of the timed step (tiny: the weights stay where they are).
+const LR: f64 = 1e-6;
+
+/// The example's seed mixer (a copy: it is private to `train.rs`).
+fn mix(a: u64, b: u64, c: u64) -> u64 {
+    let mut z = a ^ b.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ c.wrapping_mul(0xc2b2_ae3d_27d4_eb4f);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
+/// The example's batch of `step` (a copy: private to `train.rs`).
+fn batch_indices(data: &Dataset, batch_size: usize, seed: u64, step: u64) -> Result<Vec<usize>> {
+    let per_epoch = data.len().div_ceil(batch_size) as u64;
+    let (epoch, k) = (step / per_epoch, step % per_epoch);
+    let batches = data.batches(batch_size, mix(seed, epoch, 0xba7c))?;
+    Ok(batches[k as usize].clone())
+}
+
+/// The two batches of one step and their graphs.
+struct Prepared {
+    structures: LabelledBatch,
+    g: Graph,
+    offeq: LabelledBatch,
+    g2: Graph,
+}
+
+fn prepare(data: &TrainData, batch_size: usize, step: u64, kind: Kind) -> Result<Prepared> {
+    let structures = data.structures.batch(
+        &batch_indices(&data.structures, batch_size, SEED, step)?,
+        kind,
+        Device::Cpu,
+    )?;
+    let g = Graph::new(&structures.batch, kind)?;
+    let offeq = data.offeq.batch(
+        &batch_indices(&data.offeq, batch_size, SEED ^ 0x0ffe, step)?,
+        kind,
+        Device::Cpu,
+    )?;
+    let g2 = Graph::new(&offeq.batch, kind)?;
+    Ok(Prepared {
+        structures,
+        g,
+        offeq,
+        g2,
+    })
+}
+
+/// What a step drew from libtorch's generator.
+struct Draws {
+    t_den: Tensor,
+    eps_den: Tensor,
+    t_opt: Tensor,
+    eps_opt: Tensor,
+    t_score: Tensor,
+    eps_score: Tensor,
+}
+
+/// Model, schedule and settings of a step.
+struct Ctx<'a> {
+    model: &'a Model,
+    schedule: &'a NoiseSchedule,
+    settings: &'a Settings,
+}
+
+/// Energy (per-atom MSE) and force losses of one batch from one forward.
+fn energy_force(ctx: &Ctx, b: &LabelledBatch, g: &Graph) -> Result<(Tensor, Tensor)> {
+    let layout = &g.layout;
+    let pos = b.batch.pos();
+    let x = pos.detach().set_requires_grad(true);
+    let e = ctx.model.energy(g, &x);
+    let l_energy =
+        EnergyLoss::default()
+            .per_atom(true)
+            .forward(&e, &b.energy, layout, Some(&b.energy_mask))?;
+    let f = -Tensor::run_backward(&[e.sum(pos.kind())], &[&x], true, true).remove(0);
+    let l_force = force_loss(&f, &b.forces, layout, Some(&b.force_mask))?;
+    Ok((l_energy, l_force))
+}
+
+/// Denoising loss at t uniform in 1..=T (or the small range, as the example draws it).
+fn denoising(ctx: &Ctx, b: &LabelledBatch, g: &Graph) -> Result<(Tensor, Tensor, Tensor)> {
+    let layout = &g.layout;
+    let s = ctx.settings;
+    let n = layout.num_molecules();
+    let t_all = ctx.schedule.sample_t(n, 1..=s.diffusion_steps, Device::Cpu)?;
+    let t_small = ctx.schedule.sample_t(n, s.small_t.clone(), Device::Cpu)?;
+    let pick_small = Tensor::rand([n], (Kind::Float, Device::Cpu)).lt(s.small_t_fraction);
+    let t = t_small.where_self(&pick_small, &t_all);
+    let noised = q_sample(ctx.schedule, b.batch.pos(), &t, layout)?;
+    let eps_hat = ctx.model.eps(g, noised.x_t(), &t);
+    let loss = denoising_loss(&eps_hat, noised.eps(), layout)?;
+    Ok((loss, t, noised.eps().shallow_clone()))
+}
+
+/// Optimality (stationarity, ToStructure) of the one-step structure x0_hat(R_t).
+fn optimality(ctx: &Ctx, b: &LabelledBatch, g: &Graph) -> Result<(Tensor, Tensor, Tensor)> {
+    let layout = &g.layout;
+    let t = ctx.schedule.sample_t(
+        layout.num_molecules(),
+        ctx.settings.optimality_t.clone(),
+        Device::Cpu,
+    )?;
+    let noised = q_sample(ctx.schedule, b.batch.pos(), &t, layout)?;
+    let eps_hat = ctx.model.eps(g, noised.x_t(), &t);
+    let generated = x0_from_eps(noised.x_t(), &eps_hat, noised.level(), layout)?;
+    let energy = ctx.model.energy_model(g);
+    let loss = OptimalityLoss {
+        form: ctx.settings.optimality,
+        ..OptimalityLoss::default()
+    }
+    .forward(&energy, &generated, None, layout)?;
+    Ok((loss, t, noised.eps().shallow_clone()))
+}
+
+/// Score consistency with the model's forces on the off-equilibrium batch.
+fn score(ctx: &Ctx, b: &LabelledBatch, g: &Graph) -> Result<(Tensor, Tensor, Tensor)> {
+    let layout = &g.layout;
+    let t = ctx
+        .schedule
+        .sample_t(layout.num_molecules(), ctx.settings.score_t.clone(), Device::Cpu)?;
+    let noised = q_sample(ctx.schedule, b.batch.pos(), &t, layout)?;
+    let eps_hat = ctx.model.eps(g, noised.x_t(), &t);
+    let energy = ctx.model.energy_model(g);
+    let loss =
+        ScoreConsistency::new(ctx.settings.kt)?.forward(&eps_hat, &noised, Forces::Model(&energy), layout)?;
+    Ok((loss, t, noised.eps().shallow_clone()))
+}
+
+/// The example's `Trainer::losses` for the consistency arm in stage 2, in its
+/// order of random draws (so a seeded call reproduces the example's step).
+fn losses(ctx: &Ctx, w: &LossWeights, p: &Prepared) -> Result<(LossTerms, Draws)> {
+    let mut terms = LossTerms::new();
+    let (l_energy, l_force) = energy_force(ctx, &p.structures, &p.g)?;
+    let (l_den, t_den, eps_den) = denoising(ctx, &p.structures, &p.g)?;
+    terms.push("denoising", w.denoising, l_den)?;
+    let (l_energy2, l_force2) = energy_force(ctx, &p.offeq, &p.g2)?;
+    terms.push("force", w.force, (l_force + l_force2) / 2.0)?;
+    terms.push("energy", w.energy, (l_energy + l_energy2) * 0.5)?;
+    let (l_opt, t_opt, eps_opt) = optimality(ctx, &p.structures, &p.g)?;
+    terms.push("optimality", w.optimality, l_opt)?;
+    let (l_score, t_score, eps_score) = score(ctx, &p.offeq, &p.g2)?;
+    terms.push("score", w.score, l_score)?;
+    Ok((
+        terms,
+        Draws {
+            t_den,
+            eps_den,
+            t_opt,
+            eps_opt,
+            t_score,
+            eps_score,
+        },
+    ))
+}
+
+fn zero_grads(params: &[Tensor]) {
+    for p in params {
+        let mut g = p.grad();
+        if g.defined() {
+            let _ = g.zero_();
+        }
+    }
+}
+
+fn sgd(params: &[Tensor], lr: f64) {
+    tch::no_grad(|| {
+        for p in params {
+            let g = p.grad();
+            if g.defined() {
+                let _ = p.shallow_clone().f_sub_(&(g * lr));
+            }
+        }
+    });
+}
+
+/// A fresh model as the example makes it (seeded init, fitted atomic references).
+fn trainer(data: &TrainData, batch_size: usize) -> Result<Trainer> {
+    let mut settings = Settings::preset("cpu")?;
+    settings.plan.batch_size = batch_size;
+    Trainer::new(settings, SEED, data)
+}
+
+fn kind_name(kind: Kind) -> &'static str {
+    if kind == Kind::Double {
+        "f64"
+    } else {
+        "f32"
+    }
+}
+
+/// Writes the equality-check fixture of one batch size and dtype.
+fn write_fixture(data: &TrainData, batch_size: usize, kind: Kind, out: &Path) -> Result<PathBuf> {
+    let mut t = trainer(data, batch_size)?;
+    // Casts the model's variables in place (the model's tensors are the store's).
+    t.vs.set_kind(kind);
+    let (model, vs, schedule, settings) = (&t.model, &t.vs, &t.schedule, &t.settings);
+    let step = settings.plan.stage1_steps;
+    let weights = settings.plan.weights(step)?;
+    let p = prepare(data, batch_size, step, kind)?;
+    let mut named: Vec<(String, Tensor)> = vs
+        .variables()
+        .into_iter()
+        .map(|(k, v)| (format!("model.{k}"), v.detach().copy()))
+        .collect();
+    for (prefix, b) in [("s", &p.structures), ("o", &p.offeq)] {
+        let mb = &b.batch;
+        named.push((format!("{prefix}.pos"), mb.pos().copy()));
+        named.push((format!("{prefix}.species"), mb.species().copy()));
+        named.push((format!("{prefix}.batch"), mb.layout().batch().copy()));
+        if let Some(bonds) = mb.bonds() {
+            named.push((format!("{prefix}.bond_index"), bonds.index().copy()));
+            named.push((format!("{prefix}.bond_order"), bonds.order().copy()));
+        }
+        named.push((format!("{prefix}.energy"), b.energy.copy()));
+        named.push((
+            format!("{prefix}.energy_mask"),
+            b.energy_mask.to_kind(Kind::Int64),
+        ));
+        named.push((format!("{prefix}.forces"), b.forces.copy()));
+        named.push((format!("{prefix}.force_mask"), b.force_mask.to_kind(Kind::Int64)));
+    }
+    tch::manual_seed(mix(SEED, 2, step) as i64);
+    let ctx = Ctx {
+        model,
+        schedule,
+        settings,
+    };
+    let (terms, draws) = losses(&ctx, &weights, &p)?;
+    for (name, tensor) in [
+        ("t_den", &draws.t_den),
+        ("eps_den", &draws.eps_den),
+        ("t_opt", &draws.t_opt),
+        ("eps_opt", &draws.eps_opt),
+        ("t_score", &draws.t_score),
+        ("eps_score", &draws.eps_score),
+    ] {
+        named.push((format!("draw.{name}"), tensor.detach().copy()));
+    }
+    let total = terms.total()?;
+    total.backward();
+    for term in terms.breakdown() {
+        named.push((format!("loss.{}", term.name), Tensor::from_slice(&[term.value])));
+        named.push((
+            format!("weight.{}", term.name),
+            Tensor::from_slice(&[term.weight]),
+        ));
+    }
+    named.push((
+        "loss.total".into(),
+        Tensor::from_slice(&[total.double_value(&[])]),
+    ));
+    for (name, var) in trainable_named(vs) {
+        let g = var.grad();
+        if g.defined() {
+            named.push((format!("grad.{name}"), g.copy()));
+        }
+    }
+    let c = settings.model;
+    named.push((
+        "meta.ints".into(),
+        Tensor::from_slice(&[c.hidden, c.layers, c.rbf, settings.diffusion_steps]),
+    ));
+    named.push((
+        "meta.floats".into(),
+        Tensor::from_slice(&[c.rbf_max, settings.kt, LR, settings.small_t_fraction]),
+    ));
+    named.push((
+        "meta.ranges".into(),
+        Tensor::from_slice(&[
+            *settings.small_t.start(),
+            *settings.small_t.end(),
+            *settings.optimality_t.start(),
+            *settings.optimality_t.end(),
+            *settings.score_t.start(),
+            *settings.score_t.end(),
+        ]),
+    ));
+    let abar: Vec<f64> = (0..=settings.diffusion_steps)
+        .map(|t| schedule.alpha_bar(t))
+        .collect::<Result<_>>()?;
+    named.push(("meta.alpha_bar".into(), Tensor::from_slice(&abar)));
+    named.sort_by(|a, b| a.0.cmp(&b.0));
+    let path = out.join(format!(
+        "step-fixture-b{batch_size}-{}.safetensors",
+        kind_name(kind)
+    ));
+    let refs: Vec<(&str, &Tensor)> = named.iter().map(|(k, v)| (k.as_str(), v)).collect();
+    Tensor::write_safetensors(&refs, &path)?;
+    println!(
+        "fixture {} ({} atoms + {} atoms): {}",
+        path.display(),
+        p.g.layout.num_atoms(),
+        p.g2.layout.num_atoms(),
+        terms
+    );
+    Ok(path)
+}
+
+/// The trainable variables with their names, sorted by name.
+fn trainable_named(vs: &tch::nn::VarStore) -> Vec<(String, Tensor)> {
+    let mut v: Vec<(String, Tensor)> = vs
+        .variables()
+        .into_iter()
+        .filter(|(_, t)| t.requires_grad())
+        .collect();
+    v.sort_by(|a, b| a.0.cmp(&b.0));
+    v
+}
+
+/// Runs the example's own `Trainer::run` for the first stage-2 step and
+/// compares its logged loss terms with this bench's step on the same seed.
+fn verify_example(data: &TrainData, out: &Path) -> Result<()> {
+    let dir = out.join("verify-example");
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).map_err(|source| Error::Io {
+        path: dir.clone(),
+        source,
+    })?;
+    let mut t = trainer(data, 32)?;
+    let step = t.settings.plan.stage1_steps;
+    t.step = step;
+    let mut log = Log::open(&dir.join("metrics.csv"))?;
+    t.run(
+        Arm::Consistency,
+        step + 1,
+        data,
+        &mut log,
+        &dir.join("c.safetensors"),
+    )?;
+    drop(log);
+    let csv = std::fs::read_to_string(dir.join("metrics.csv")).map_err(|source| Error::Io {
+        path: dir.join("metrics.csv"),
+        source,
+    })?;
+    let mut lines = csv.lines();
+    let header: Vec<&str> = lines.next().unwrap_or_default().split(',').collect();
+    let row: Vec<&str> = lines.next().unwrap_or_default().split(',').collect();
+
+    let fresh = trainer(data, 32)?;
+    let p = prepare(data, 32, step, Kind::Float)?;
+    tch::manual_seed(mix(SEED, 2, step) as i64);
+    let ctx = Ctx {
+        model: &fresh.model,
+        schedule: &fresh.schedule,
+        settings: &fresh.settings,
+    };
+    let (terms, _) = losses(&ctx, &fresh.settings.plan.weights(step)?, &p)?;
+    let mut worst = 0f64;
+    for term in terms.breakdown() {
+        let col = header.iter().position(|h| *h == term.name);
+        let logged: f64 = col
+            .and_then(|c| row.get(c))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(f64::NAN);
+        let rel = (term.value - logged).abs() / logged.abs().max(1e-30);
+        worst = worst.max(if rel.is_nan() { f64::INFINITY } else { rel });
+        println!(
+            "  {:<11} example {:>14.6e}  bench {:>14.6e}  rel {:.1e}",
+            term.name, logged, term.value, rel
+        );
+    }
+    // The log holds 7 significant digits.
+    if worst < 2e-6 {
+        println!("verify-example: OK (the bench's step computes the example's stage-2 losses; worst rel {worst:.1e})");
+        Ok(())
+    } else {
+        Err(Error::InvalidArgument {
+            arg: "verify-example",
+            reason: format!("the bench's step differs from the example's (worst rel {worst:.1e})"),
+        })
+    }
+}
+
+struct Measured {
+    threads: i32,
+    batch: usize,
+    atoms: i64,
+    atoms2: i64,
+    prep: common::Timing,
+    step: common::Timing,
+    parts: Vec<(&'static str, common::Timing)>,
+}
+
+fn measure(data: &TrainData, batch_size: usize, threads: i32, args: &Args) -> Result<Measured> {
+    tch::set_num_threads(threads);
+    let t = trainer(data, batch_size)?;
+    let step = t.settings.plan.stage1_steps;
+    let weights = t.settings.plan.weights(step)?;
+    let params = t.vs.trainable_variables();
+    let time = |f: &mut dyn FnMut() -> Result<()>| common::time_reps(f, 2, args.reps, args.min_seconds, 200);
+    let prep = time(&mut || prepare(data, batch_size, step, Kind::Float).map(|_| ()))?;
+    let p = prepare(data, batch_size, step, Kind::Float)?;
+    let ctx = Ctx {
+        model: &t.model,
+        schedule: &t.schedule,
+        settings: &t.settings,
+    };
+    tch::manual_seed(0);
+    let step_timing = time(&mut || {
+        let (terms, _) = losses(&ctx, &weights, &p)?;
+        let total = terms.total()?;
+        zero_grads(&params);
+        total.backward();
+        sgd(&params, LR);
+        Ok(())
+    })?;
+    let mut parts = Vec::new();
+    if !args.no_breakdown {
+        let backward = |loss: Tensor| {
+            zero_grads(&params);
+            loss.backward();
+        };
+        let (s, o) = ((&p.structures, &p.g), (&p.offeq, &p.g2));
+        let w = weights;
+        parts.push((
+            "energy+force mmff",
+            time(&mut || {
+                let (e, f) = energy_force(&ctx, s.0, s.1)?;
+                backward(e * w.energy + f * w.force);
+                Ok(())
+            })?,
+        ));
+        parts.push((
+            "denoising",
+            time(&mut || {
+                backward(denoising(&ctx, s.0, s.1)?.0);
+                Ok(())
+            })?,
+        ));
+        parts.push((
+            "energy+force perturbed",
+            time(&mut || {
+                let (e, f) = energy_force(&ctx, o.0, o.1)?;
+                backward(e * w.energy + f * w.force);
+                Ok(())
+            })?,
+        ));
+        parts.push((
+            "optimality",
+            time(&mut || {
+                backward(optimality(&ctx, s.0, s.1)?.0);
+                Ok(())
+            })?,
+        ));
+        parts.push((
+            "score",
+            time(&mut || {
+                backward(score(&ctx, o.0, o.1)?.0);
+                Ok(())
+            })?,
+        ));
+    }
+    Ok(Measured {
+        threads,
+        batch: batch_size,
+        atoms: p.g.layout.num_atoms(),
+        atoms2: p.g2.layout.num_atoms(),
+        prep,
+        step: step_timing,
+        parts,
+    })
+}
+
+fn json(results: &[Measured], args: &Args) -> String {
+    let mut s = String::from("{\n  \"impl\": \"physcon\",\n");
+    let _ = writeln!(
+        s,
+        "  \"reps_min\": {}, \"min_seconds\": {},",
+        args.reps, args.min_seconds
+    );
+    s.push_str("  \"runs\": [\n");
+    for (k, m) in results.iter().enumerate() {
+        let parts: Vec<String> = m
+            .parts
+            .iter()
+            .map(|(n, t)| format!("\"{n}\": {:.4}", t.median * 1e3))
+            .collect();
+        let _ = write!(
+            s,
+            "    {{\"threads\": {}, \"batch\": {}, \"atoms\": [{}, {}], \"step_ms\": {:.4}, \"step_min_ms\": {:.4}, \
+             \"reps\": {}, \"mol_per_s\": {:.2}, \"prep_ms\": {:.4}, \"parts_ms\": {{{}}}}}",
+            m.threads,
+            m.batch,
+            m.atoms,
+            m.atoms2,
+            m.step.median * 1e3,
+            m.step.min * 1e3,
+            m.step.reps,
+            m.batch as f64 / m.step.median,
+            m.prep.median * 1e3,
+            parts.join(", ")
+        );
+        s.push_str(if k + 1 < results.len() { ",\n" } else { "\n" });
+    }
+    s.push_str("  ]\n}\n");
+    s
+}
+
+fn main() -> Result<()> {
+    let args = Args::parse();
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let out = if args.out.is_absolute() {
+        args.out.clone()
+    } else {
+        root.join(&args.out)
+    };
+    std::fs::create_dir_all(&out).map_err(|source| Error::Io {
+        path: out.clone(),
+        source,
+    })?;
+    let train = Dataset::read(root.join("data/train.extxyz.gz"))?;
+    let data = TrainData::new(&train)?;
+    if args.verify_example {
+        tch::set_num_threads(1);
+        return verify_example(&data, &out);
+    }
+    tch::set_num_threads(1);
+    if !args.no_fixtures {
+        for &b in &args.batches {
+            write_fixture(&data, b, Kind::Float, &out)?;
+        }
+        write_fixture(&data, args.batches[0], Kind::Double, &out)?;
+    }
+    if args.check_only {
+        return Ok(());
+    }
+    println!(
+        "stage-2 consistency step, reference model (f32, hidden 64, 3 layers, rbf 16), CPU, {} interop thread(s)",
+        tch::get_num_interop_threads()
+    );
+    println!(
+        "{:>5} {:>7} {:>11} {:>11} {:>10} {:>9} {:>9}",
+        "batch", "threads", "atoms", "step (ms)", "mol/s", "prep (ms)", "reps"
+    );
+    let mut results = Vec::new();
+    for &b in &args.batches {
+        for &threads in &args.threads {
+            let m = measure(&data, b, threads, &args)?;
+            println!(
+                "{:>5} {:>7} {:>5}+{:<5} {:>11.2} {:>10.1} {:>9.2} {:>9}",
+                m.batch,
+                m.threads,
+                m.atoms,
+                m.atoms2,
+                m.step.median * 1e3,
+                m.batch as f64 / m.step.median,
+                m.prep.median * 1e3,
+                m.step.reps
+            );
+            for (name, t) in &m.parts {
+                println!("{:>26} {:>11.2} ms  ({} reps)", name, t.median * 1e3, t.reps);
+            }
+            results.push(m);
+        }
+    }
+    let path = args.json.clone().unwrap_or_else(|| out.join("step-rust.json"));
+    std::fs::write(&path, json(&results, &args)).map_err(|source| Error::Io {
+        path: path.clone(),
+        source,
+    })?;
+    println!("wrote {}", path.display());
+    Ok(())
+}

@@ -55,7 +55,7 @@ use physcon::{Error, Result};
 use tch::{Device, Kind, Tensor};
 
 use model::{Graph, Model};
-use train::{Arm, Log, Settings, TrainData, Trainer};
+use train::{batch_indices, mix, Arm, Log, Settings, TrainData, Trainer};
 
 /// libtorch's generator is process-wide: the example's tests (compiled in
 /// here under `cfg(test)`) take this lock.
@@ -109,22 +109,6 @@ struct Args {
 const SEED: u64 = 0;
 /// SGD learning rate of the timed step (tiny: the weights stay where they are).
 const LR: f64 = 1e-6;
-
-/// The example's seed mixer (a copy: it is private to `train.rs`).
-fn mix(a: u64, b: u64, c: u64) -> u64 {
-    let mut z = a ^ b.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ c.wrapping_mul(0xc2b2_ae3d_27d4_eb4f);
-    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    z ^ (z >> 31)
-}
-
-/// The example's batch of `step` (a copy: private to `train.rs`).
-fn batch_indices(data: &Dataset, batch_size: usize, seed: u64, step: u64) -> Result<Vec<usize>> {
-    let per_epoch = data.len().div_ceil(batch_size) as u64;
-    let (epoch, k) = (step / per_epoch, step % per_epoch);
-    let batches = data.batches(batch_size, mix(seed, epoch, 0xba7c))?;
-    Ok(batches[k as usize].clone())
-}
 
 /// The two batches of one step and their graphs.
 struct Prepared {

@@ -223,7 +223,8 @@ pub struct Trainer {
     pub schedule: NoiseSchedule,
 }
 
-fn mix(a: u64, b: u64, c: u64) -> u64 {
+/// Mixes a seed with two counters into an independent seed (SplitMix64 finaliser).
+pub fn mix(a: u64, b: u64, c: u64) -> u64 {
     let mut z = a ^ b.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ c.wrapping_mul(0xc2b2_ae3d_27d4_eb4f);
     z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
     z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
@@ -231,7 +232,7 @@ fn mix(a: u64, b: u64, c: u64) -> u64 {
 }
 
 /// The indices of the batch of `step` in a dataset of `len` frames.
-fn batch_indices(data: &Dataset, batch_size: usize, seed: u64, step: u64) -> Result<Vec<usize>> {
+pub fn batch_indices(data: &Dataset, batch_size: usize, seed: u64, step: u64) -> Result<Vec<usize>> {
     let per_epoch = data.len().div_ceil(batch_size) as u64;
     let (epoch, k) = (step / per_epoch, step % per_epoch);
     let batches = data.batches(batch_size, mix(seed, epoch, 0xba7c))?;

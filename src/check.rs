@@ -20,16 +20,7 @@ pub(crate) fn float(arg: &'static str, t: &Tensor) -> Result<()> {
             reason: "tensor is undefined".into(),
         });
     }
-    let kind = t.f_kind()?;
-    if is_float(kind) {
-        Ok(())
-    } else {
-        Err(Error::Dtype {
-            arg,
-            expected: "a floating-point kind (f16, bf16, f32, f64)".into(),
-            got: kind,
-        })
-    }
+    float_kind(arg, t.f_kind()?)
 }
 
 /// An i64 tensor (indices, atomic numbers, steps).

@@ -4,96 +4,226 @@
 //! reduction, a backward to the leaf, the surrogate, the final backward).
 //! Prints the ratio of median times; target <= 1.05.
 //!
+//! The two paths alternate call by call (the order rotating through the six
+//! permutations of physcon / floor / floor again), so drift in the machine's
+//! speed hits all alike; the floor's second copy gives the A/A ratio, the
+//! method's own error. Each call is timed three ways: wall clock, the calling
+//! thread's CPU time (with one intra-op thread libtorch runs every kernel and
+//! the whole CPU autograd engine on the caller, so this is the work itself,
+//! blind to other processes taking the core) and the minor page faults it
+//! took.
+//!
+//! Every configuration runs twice, in child processes: with glibc malloc as it
+//! comes, and with its mmap and trim thresholds raised (the environment the
+//! two-stage example sets up for itself; see `examples/two_stage/main.rs`).
+//!
 //! `scripts/with-libtorch.sh cargo bench --bench overhead`
 
 mod common;
 
+use std::process::Command;
 use std::time::Instant;
 
 use physcon::losses::OptimalityLoss;
-use physcon::{EnergyModel, Result};
+use physcon::{EnergyModel, Error, Result};
 use tch::{Kind, Tensor};
+
+/// glibc's thresholds in the tuned runs: keep freed memory instead of unmapping it.
+const TUNED_MALLOC: [(&str, &str); 2] = [
+    ("MALLOC_MMAP_THRESHOLD_", "1073741824"),
+    ("MALLOC_TRIM_THRESHOLD_", "1073741824"),
+];
+
+/// Cost of one call: wall seconds, thread CPU seconds, minor page faults.
+#[derive(Clone, Copy, Default)]
+struct Cost {
+    wall: f64,
+    cpu: f64,
+    faults: f64,
+}
+
+fn thread_cpu_seconds() -> f64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid, writable timespec; the clock id is a constant libc knows.
+    let rc = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    assert_eq!(rc, 0, "clock_gettime(CLOCK_THREAD_CPUTIME_ID) failed");
+    ts.tv_sec as f64 + ts.tv_nsec as f64 * 1e-9
+}
+
+fn thread_minor_faults() -> f64 {
+    // SAFETY: an all-zero rusage is a valid value to be overwritten by getrusage.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: `usage` is a valid, writable rusage.
+    let rc = unsafe { libc::getrusage(libc::RUSAGE_THREAD, &mut usage) };
+    assert_eq!(rc, 0, "getrusage(RUSAGE_THREAD) failed");
+    usage.ru_minflt as f64
+}
+
+fn measure(f: &mut dyn FnMut() -> Result<()>) -> Result<Cost> {
+    let (faults, cpu, wall) = (thread_minor_faults(), thread_cpu_seconds(), Instant::now());
+    f()?;
+    Ok(Cost {
+        wall: wall.elapsed().as_secs_f64(),
+        cpu: thread_cpu_seconds() - cpu,
+        faults: thread_minor_faults() - faults,
+    })
+}
 
 fn median(mut xs: Vec<f64>) -> f64 {
     xs.sort_by(f64::total_cmp);
     xs[xs.len() / 2]
 }
 
-fn time(mut f: impl FnMut() -> Result<()>, reps: usize) -> Result<f64> {
-    for _ in 0..3 {
-        f()?;
+/// Median of each of the three measures.
+fn medians(costs: &[Cost]) -> Cost {
+    Cost {
+        wall: median(costs.iter().map(|c| c.wall).collect()),
+        cpu: median(costs.iter().map(|c| c.cpu).collect()),
+        faults: median(costs.iter().map(|c| c.faults).collect()),
     }
-    let mut samples = Vec::new();
-    for _ in 0..reps {
-        let t = Instant::now();
-        f()?;
-        samples.push(t.elapsed().as_secs_f64());
+}
+
+const PERMUTATIONS: [[usize; 3]; 6] = [[0, 1, 2], [1, 2, 0], [2, 0, 1], [0, 2, 1], [2, 1, 0], [1, 0, 2]];
+
+fn child(molecules: i64, calls: usize) -> Result<()> {
+    tch::set_num_threads(1);
+    let (layout, pos) = common::batch(molecules, common::ATOMS, 1)?;
+    let energy = common::energy(&layout)?;
+    let structure = || pos.detach().set_requires_grad(true);
+    let counts = layout.counts().to_kind(Kind::Float);
+    let mut physcon = || -> Result<()> {
+        let x = structure();
+        OptimalityLoss::stationarity()
+            .forward(&energy, &x, None, &layout)?
+            .backward();
+        Ok(())
+    };
+    let floor = || -> Result<()> {
+        let r_hat = structure();
+        let leaf = r_hat.detach().set_requires_grad(true);
+        let e = energy.energy(&leaf)?;
+        let g = Tensor::run_backward(&[e.sum(Kind::Float)], &[&leaf], true, true).remove(0);
+        let per_atom = g.square().sum_dim_intlist(1, false, Kind::Float);
+        let per_mol = Tensor::zeros([molecules], (Kind::Float, tch::Device::Cpu)).index_add(
+            0,
+            layout.batch(),
+            &per_atom,
+        ) / &counts;
+        let loss = per_mol.mean(Kind::Float);
+        let v = Tensor::run_backward(&[&loss], &[&leaf], false, false).remove(0);
+        let surrogate = loss.detach() + (v * (&r_hat - r_hat.detach())).sum(Kind::Float);
+        surrogate.backward();
+        Ok(())
+    };
+    let (mut floor_a, mut floor_b) = (floor, floor);
+    let mut paths: [&mut dyn FnMut() -> Result<()>; 3] = [&mut physcon, &mut floor_a, &mut floor_b];
+    for path in paths.iter_mut() {
+        for _ in 0..5 {
+            path()?;
+        }
     }
-    Ok(median(samples))
+    let mut costs = [Vec::new(), Vec::new(), Vec::new()];
+    for call in 0..calls {
+        for &which in &PERMUTATIONS[call % PERMUTATIONS.len()] {
+            costs[which].push(measure(&mut *paths[which])?);
+        }
+    }
+    let [p, f, a] = costs.map(|c| medians(&c));
+    println!(
+        "{molecules} {} {} {} {} {} {} {} {} {}",
+        p.wall, f.wall, a.wall, p.cpu, f.cpu, a.cpu, p.faults, f.faults, a.faults
+    );
+    Ok(())
+}
+
+fn parent() -> Result<()> {
+    let exe = std::env::current_exe().map_err(|source| Error::Io {
+        path: "/proc/self/exe".into(),
+        source,
+    })?;
+    println!(
+        "optimality loss (stationarity, ToStructure, Morse, 20-atom molecules): physcon vs hand-written tch, 1 thread"
+    );
+    println!("medians over interleaved calls; ratio = physcon / floor, A/A = floor / floor (the method's own error)");
+    println!(
+        "{:<8} {:>6} {:>6} | {:>9} {:>9} {:>7} {:>7} | {:>9} {:>9} {:>7} {:>7} | {:>14}",
+        "malloc",
+        "mols",
+        "calls",
+        "cpu ms",
+        "floor",
+        "ratio",
+        "A/A",
+        "wall ms",
+        "floor",
+        "ratio",
+        "A/A",
+        "faults/call"
+    );
+    for tuned in [false, true] {
+        for (molecules, calls) in [(32i64, 1500usize), (256, 200)] {
+            let mut cmd = Command::new(&exe);
+            cmd.args(["--child", &molecules.to_string(), &calls.to_string()]);
+            for (key, value) in TUNED_MALLOC {
+                if tuned {
+                    cmd.env(key, value);
+                } else {
+                    cmd.env_remove(key);
+                }
+            }
+            let out = cmd.output().map_err(|source| Error::Io {
+                path: exe.clone(),
+                source,
+            })?;
+            if !out.status.success() {
+                return Err(Error::InvalidArgument {
+                    arg: "child",
+                    reason: String::from_utf8_lossy(&out.stderr).into_owned(),
+                });
+            }
+            let line = String::from_utf8_lossy(&out.stdout);
+            let v: Vec<f64> = line.split_whitespace().filter_map(|x| x.parse().ok()).collect();
+            let [_, pw, fw, aw, pc, fc, ac, pf, ff, _] = v[..] else {
+                return Err(Error::InvalidArgument {
+                    arg: "child",
+                    reason: format!("unexpected output `{line}`"),
+                });
+            };
+            println!(
+                "{:<8} {molecules:>6} {calls:>6} | {:>9.3} {:>9.3} {:>7.3} {:>7.3} | {:>9.3} {:>9.3} {:>7.3} {:>7.3} | {:>6.0} vs {:>4.0}",
+                if tuned { "tuned" } else { "default" },
+                pc * 1e3,
+                fc * 1e3,
+                pc / fc,
+                ac / fc,
+                pw * 1e3,
+                fw * 1e3,
+                pw / fw,
+                aw / fw,
+                pf,
+                ff,
+            );
+        }
+    }
+    Ok(())
 }
 
 fn main() -> Result<()> {
-    let threads = 1;
-    tch::set_num_threads(threads);
-    println!("optimality loss (stationarity, ToStructure): physcon vs hand-written tch, {threads} thread(s)");
-    println!(
-        "{:>10} {:>14} {:>14} {:>8} {:>10}",
-        "molecules", "physcon (ms)", "floor (ms)", "ratio", "A/A ratio"
-    );
-    for molecules in [32i64, 256] {
-        let (layout, pos) = common::batch(molecules, common::ATOMS, 1)?;
-        let energy = common::energy(&layout)?;
-        let structure = || pos.detach().set_requires_grad(true);
-        let counts = layout.counts().to_kind(Kind::Float);
-        let physcon = || -> Result<()> {
-            let x = structure();
-            OptimalityLoss::stationarity()
-                .forward(&energy, &x, None, &layout)?
-                .backward();
-            Ok(())
-        };
-        let floor = || -> Result<()> {
-            let r_hat = structure();
-            let leaf = r_hat.detach().set_requires_grad(true);
-            let e = energy.energy(&leaf)?;
-            let g = Tensor::run_backward(&[e.sum(Kind::Float)], &[&leaf], true, true).remove(0);
-            let per_atom = g.square().sum_dim_intlist(1, false, Kind::Float);
-            let per_mol = Tensor::zeros([molecules], (Kind::Float, tch::Device::Cpu)).index_add(
-                0,
-                layout.batch(),
-                &per_atom,
-            ) / &counts;
-            let loss = per_mol.mean(Kind::Float);
-            let v = Tensor::run_backward(&[&loss], &[&leaf], false, false).remove(0);
-            let surrogate = loss.detach() + (v * (&r_hat - r_hat.detach())).sum(Kind::Float);
-            surrogate.backward();
-            Ok(())
-        };
-        let reps = if molecules > 100 { 30 } else { 100 };
-        // Interleave the two so drift in machine load hits both alike, and alternate which
-        // goes first so neither always runs on the other's freshly freed memory. The floor
-        // is timed twice per round: floor / floor (A/A) shows how far this method is from 1
-        // with no difference at all.
-        let (mut a, mut b, mut c) = (Vec::new(), Vec::new(), Vec::new());
-        for round in 0..8 {
-            if round % 2 == 0 {
-                a.push(time(physcon, reps)?);
-                b.push(time(floor, reps)?);
-                c.push(time(floor, reps)?);
-            } else {
-                c.push(time(floor, reps)?);
-                b.push(time(floor, reps)?);
-                a.push(time(physcon, reps)?);
+    let args: Vec<String> = std::env::args().collect();
+    match args.iter().position(|a| a == "--child") {
+        Some(i) => {
+            let number = |k: usize| args.get(i + k).and_then(|s| s.parse::<usize>().ok());
+            match (number(1), number(2)) {
+                (Some(molecules), Some(calls)) => child(molecules as i64, calls),
+                _ => Err(Error::InvalidArgument {
+                    arg: "--child",
+                    reason: "expects <molecules> <calls>".into(),
+                }),
             }
         }
-        let (a, b, c) = (median(a), median(b), median(c));
-        println!(
-            "{molecules:>10} {:>14.3} {:>14.3} {:>8.3} {:>10.3}",
-            a * 1e3,
-            b * 1e3,
-            a / b,
-            c / b
-        );
+        None => parent(),
     }
-    Ok(())
 }

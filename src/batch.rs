@@ -20,6 +20,10 @@ pub struct BatchLayout {
     batch: Tensor,
     num_molecules: i64,
     counts: Tensor,
+    // The counts as the two training dtypes, made once: every per-molecule mean
+    // divides by them, and a cast per call costs as much as a small kernel.
+    counts_f32: Tensor,
+    counts_f64: Tensor,
     counts_host: Vec<i64>,
 }
 
@@ -29,6 +33,8 @@ impl Clone for BatchLayout {
             batch: self.batch.shallow_clone(),
             num_molecules: self.num_molecules,
             counts: self.counts.shallow_clone(),
+            counts_f32: self.counts_f32.shallow_clone(),
+            counts_f64: self.counts_f64.shallow_clone(),
             counts_host: self.counts_host.clone(),
         }
     }
@@ -69,6 +75,8 @@ impl BatchLayout {
         Ok(Self {
             batch: batch.detach(),
             num_molecules,
+            counts_f32: counts.f_to_kind(Kind::Float)?,
+            counts_f64: counts.f_to_kind(Kind::Double)?,
             counts,
             counts_host,
         })
@@ -206,9 +214,17 @@ impl BatchLayout {
 
     /// Atoms per molecule as floats of `kind`, shaped to broadcast against `[B, ...]` of `ndim` dims.
     pub(crate) fn counts_as(&self, kind: Kind, ndim: usize) -> Result<Tensor> {
+        let counts = match kind {
+            Kind::Float => self.counts_f32.shallow_clone(),
+            Kind::Double => self.counts_f64.shallow_clone(),
+            _ => self.counts.f_to_kind(kind)?,
+        };
+        if ndim <= 1 {
+            return Ok(counts);
+        }
         let mut shape = vec![self.num_molecules];
-        shape.resize(ndim.max(1), 1);
-        Ok(self.counts.f_to_kind(kind)?.f_reshape(&shape)?)
+        shape.resize(ndim, 1);
+        Ok(counts.f_reshape(&shape)?)
     }
 
     pub(crate) fn mean_unchecked(&self, values: &Tensor) -> Result<Tensor> {

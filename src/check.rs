@@ -103,8 +103,11 @@ pub(crate) fn finite(arg: &'static str, t: &Tensor) -> Result<()> {
     if t.numel() == 0 {
         return Ok(());
     }
-    let all: bool = bool::try_from(t.f_isfinite()?.f_all()?)?;
-    if all {
+    // A sum is finite whenever every element is, so one reduction and one host read
+    // clear the usual case; `isfinite().all()` costs three kernels and is kept for
+    // the rare non-finite sum (a bad element, or finite elements that overflow).
+    let sum = t.detach().f_sum(t.f_kind()?)?.f_double_value(&[])?;
+    if sum.is_finite() || bool::try_from(t.f_isfinite()?.f_all()?)? {
         Ok(())
     } else {
         Err(Error::NonFinite { arg })
@@ -154,5 +157,36 @@ pub(crate) fn positive(arg: &'static str, value: f64) -> Result<f64> {
         Ok(value)
     } else {
         Err(Error::NonPositive { arg, value })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finite_accepts_finite_values_whose_sum_overflows() {
+        let big = Tensor::from_slice(&[3.0e38f32, 3.0e38, -1.0]);
+        assert!(big.sum(Kind::Float).double_value(&[]).is_infinite());
+        assert!(finite("x", &big).is_ok());
+        let half = Tensor::from_slice(&[60000.0f32; 4]).to_kind(Kind::Half);
+        assert!(finite("x", &half).is_ok());
+    }
+
+    #[test]
+    fn finite_rejects_every_non_finite_value() {
+        for bad in [f64::NAN, f64::INFINITY, f64::NEG_INFINITY] {
+            for kind in [Kind::Half, Kind::Float, Kind::Double] {
+                let t = Tensor::from_slice(&[1.0f64, bad, 2.0]).to_kind(kind);
+                assert!(
+                    matches!(finite("x", &t), Err(Error::NonFinite { arg: "x" })),
+                    "{bad} {kind:?}"
+                );
+            }
+        }
+        // Opposite infinities sum to NaN: still caught.
+        let both = Tensor::from_slice(&[f64::INFINITY, f64::NEG_INFINITY]);
+        assert!(finite("x", &both).is_err());
+        assert!(finite("x", &Tensor::from_slice::<f64>(&[])).is_ok());
     }
 }

@@ -2,10 +2,12 @@
 //! reference model, and each of its losses alone, on fixed batches of the
 //! shipped training data; the fixtures for the side-by-side PyTorch check.
 //!
-//! The step is the example's `Trainer::losses` (consistency arm, stage-2
-//! weights) followed by `backward` and a plain SGD update of every trainable
-//! parameter (the example's Adam and gradient clipping are left out, so the
-//! PyTorch side can do exactly the same arithmetic):
+//! The step calls the example's own `Trainer::weights`, `Trainer::batches`
+//! and `Trainer::losses` (consistency arm, stage-2 weights; this file compiles
+//! `examples/two_stage/train.rs` in), followed by `backward` and a plain SGD
+//! update of every trainable parameter (the example's Adam and gradient
+//! clipping are left out, so the PyTorch side can do exactly the same
+//! arithmetic):
 //!
 //! 1. energy + forces (create-graph backward) on a batch of `mmff` frames,
 //! 2. denoising at t uniform in 1..=T on the same batch,
@@ -24,7 +26,7 @@
 //! ```sh
 //! scripts/with-libtorch.sh cargo bench --bench step                      # timings, 1 and 2 threads
 //! scripts/with-libtorch.sh cargo bench --bench step -- --check-only      # fixtures only
-//! scripts/with-libtorch.sh cargo bench --bench step -- --verify-example  # the mirror = Trainer::losses
+//! scripts/with-libtorch.sh cargo bench --bench step -- --verify-example  # the timed step = what Trainer::run logs
 //! ```
 //!
 //! Writes `<out>/step-fixture-b<B>-<dtype>.safetensors` (initial weights,
@@ -46,16 +48,11 @@ use std::path::{Path, PathBuf};
 
 use clap::Parser;
 use physcon::data::{Dataset, LabelledBatch};
-use physcon::diffusion::{q_sample, x0_from_eps, NoiseSchedule};
-use physcon::losses::{
-    denoising_loss, force_loss, EnergyLoss, Forces, LossTerms, OptimalityLoss, ScoreConsistency,
-};
-use physcon::schedule::LossWeights;
 use physcon::{Error, Result};
-use tch::{Device, Kind, Tensor};
+use tch::{Kind, Tensor};
 
-use model::{Graph, Model};
-use train::{batch_indices, mix, Arm, Log, Settings, TrainData, Trainer};
+use model::Graph;
+use train::{mix, Arm, Log, Settings, StepBatches, TrainData, Trainer};
 
 /// libtorch's generator is process-wide: the example's tests (compiled in
 /// here under `cfg(test)`) take this lock.
@@ -110,141 +107,25 @@ const SEED: u64 = 0;
 /// SGD learning rate of the timed step (tiny: the weights stay where they are).
 const LR: f64 = 1e-6;
 
-/// The two batches of one step and their graphs.
-struct Prepared {
-    structures: LabelledBatch,
-    g: Graph,
-    offeq: LabelledBatch,
-    g2: Graph,
+/// A fresh trainer as the example makes it (seeded init, fitted atomic
+/// references), at the first stage-2 step.
+fn trainer(data: &TrainData, batch_size: usize) -> Result<Trainer> {
+    let mut settings = Settings::preset("cpu")?;
+    settings.plan.batch_size = batch_size;
+    let mut t = Trainer::new(settings, SEED, data)?;
+    t.step = t.settings.plan.stage1_steps;
+    Ok(t)
 }
 
-fn prepare(data: &TrainData, batch_size: usize, step: u64, kind: Kind) -> Result<Prepared> {
-    let structures = data.structures.batch(
-        &batch_indices(&data.structures, batch_size, SEED, step)?,
-        kind,
-        Device::Cpu,
-    )?;
-    let g = Graph::new(&structures.batch, kind)?;
-    let offeq = data.offeq.batch(
-        &batch_indices(&data.offeq, batch_size, SEED ^ 0x0ffe, step)?,
-        kind,
-        Device::Cpu,
-    )?;
-    let g2 = Graph::new(&offeq.batch, kind)?;
-    Ok(Prepared {
-        structures,
-        g,
-        offeq,
-        g2,
-    })
-}
-
-/// What a step drew from libtorch's generator.
-struct Draws {
-    t_den: Tensor,
-    eps_den: Tensor,
-    t_opt: Tensor,
-    eps_opt: Tensor,
-    t_score: Tensor,
-    eps_score: Tensor,
-}
-
-/// Model, schedule and settings of a step.
-struct Ctx<'a> {
-    model: &'a Model,
-    schedule: &'a NoiseSchedule,
-    settings: &'a Settings,
-}
-
-/// Energy (per-atom MSE) and force losses of one batch from one forward.
-fn energy_force(ctx: &Ctx, b: &LabelledBatch, g: &Graph) -> Result<(Tensor, Tensor)> {
-    let layout = &g.layout;
-    let pos = b.batch.pos();
-    let x = pos.detach().set_requires_grad(true);
-    let e = ctx.model.energy(g, &x);
-    let l_energy =
-        EnergyLoss::default()
-            .per_atom(true)
-            .forward(&e, &b.energy, layout, Some(&b.energy_mask))?;
-    let f = -Tensor::run_backward(&[e.sum(pos.kind())], &[&x], true, true).remove(0);
-    let l_force = force_loss(&f, &b.forces, layout, Some(&b.force_mask))?;
-    Ok((l_energy, l_force))
-}
-
-/// Denoising loss at t uniform in 1..=T (or the small range, as the example draws it).
-fn denoising(ctx: &Ctx, b: &LabelledBatch, g: &Graph) -> Result<(Tensor, Tensor, Tensor)> {
-    let layout = &g.layout;
-    let s = ctx.settings;
-    let n = layout.num_molecules();
-    let t_all = ctx.schedule.sample_t(n, 1..=s.diffusion_steps, Device::Cpu)?;
-    let t_small = ctx.schedule.sample_t(n, s.small_t.clone(), Device::Cpu)?;
-    let pick_small = Tensor::rand([n], (Kind::Float, Device::Cpu)).lt(s.small_t_fraction);
-    let t = t_small.where_self(&pick_small, &t_all);
-    let noised = q_sample(ctx.schedule, b.batch.pos(), &t, layout)?;
-    let eps_hat = ctx.model.eps(g, noised.x_t(), &t);
-    let loss = denoising_loss(&eps_hat, noised.eps(), layout)?;
-    Ok((loss, t, noised.eps().shallow_clone()))
-}
-
-/// Optimality (stationarity, ToStructure) of the one-step structure x0_hat(R_t).
-fn optimality(ctx: &Ctx, b: &LabelledBatch, g: &Graph) -> Result<(Tensor, Tensor, Tensor)> {
-    let layout = &g.layout;
-    let t = ctx.schedule.sample_t(
-        layout.num_molecules(),
-        ctx.settings.optimality_t.clone(),
-        Device::Cpu,
-    )?;
-    let noised = q_sample(ctx.schedule, b.batch.pos(), &t, layout)?;
-    let eps_hat = ctx.model.eps(g, noised.x_t(), &t);
-    let generated = x0_from_eps(noised.x_t(), &eps_hat, noised.level(), layout)?;
-    let energy = ctx.model.energy_model(g);
-    let loss = OptimalityLoss {
-        form: ctx.settings.optimality,
-        ..OptimalityLoss::default()
-    }
-    .forward(&energy, &generated, None, layout)?;
-    Ok((loss, t, noised.eps().shallow_clone()))
-}
-
-/// Score consistency with the model's forces on the off-equilibrium batch.
-fn score(ctx: &Ctx, b: &LabelledBatch, g: &Graph) -> Result<(Tensor, Tensor, Tensor)> {
-    let layout = &g.layout;
-    let t = ctx
-        .schedule
-        .sample_t(layout.num_molecules(), ctx.settings.score_t.clone(), Device::Cpu)?;
-    let noised = q_sample(ctx.schedule, b.batch.pos(), &t, layout)?;
-    let eps_hat = ctx.model.eps(g, noised.x_t(), &t);
-    let energy = ctx.model.energy_model(g);
-    let loss =
-        ScoreConsistency::new(ctx.settings.kt)?.forward(&eps_hat, &noised, Forces::Model(&energy), layout)?;
-    Ok((loss, t, noised.eps().shallow_clone()))
-}
-
-/// The example's `Trainer::losses` for the consistency arm in stage 2, in its
-/// order of random draws (so a seeded call reproduces the example's step).
-fn losses(ctx: &Ctx, w: &LossWeights, p: &Prepared) -> Result<(LossTerms, Draws)> {
-    let mut terms = LossTerms::new();
-    let (l_energy, l_force) = energy_force(ctx, &p.structures, &p.g)?;
-    let (l_den, t_den, eps_den) = denoising(ctx, &p.structures, &p.g)?;
-    terms.push("denoising", w.denoising, l_den)?;
-    let (l_energy2, l_force2) = energy_force(ctx, &p.offeq, &p.g2)?;
-    terms.push("force", w.force, (l_force + l_force2) / 2.0)?;
-    terms.push("energy", w.energy, (l_energy + l_energy2) * 0.5)?;
-    let (l_opt, t_opt, eps_opt) = optimality(ctx, &p.structures, &p.g)?;
-    terms.push("optimality", w.optimality, l_opt)?;
-    let (l_score, t_score, eps_score) = score(ctx, &p.offeq, &p.g2)?;
-    terms.push("score", w.score, l_score)?;
-    Ok((
-        terms,
-        Draws {
-            t_den,
-            eps_den,
-            t_opt,
-            eps_opt,
-            t_score,
-            eps_score,
-        },
-    ))
+/// The off-equilibrium batch, which every stage-2 step of the example uses.
+fn offeq(p: &StepBatches) -> Result<(&LabelledBatch, &Graph)> {
+    p.offeq
+        .as_ref()
+        .map(|(b, g)| (b, g))
+        .ok_or(Error::InvalidArgument {
+            arg: "data",
+            reason: "the stage-2 step needs the off-equilibrium frames".into(),
+        })
 }
 
 fn zero_grads(params: &[Tensor]) {
@@ -267,13 +148,6 @@ fn sgd(params: &[Tensor], lr: f64) {
     });
 }
 
-/// A fresh model as the example makes it (seeded init, fitted atomic references).
-fn trainer(data: &TrainData, batch_size: usize) -> Result<Trainer> {
-    let mut settings = Settings::preset("cpu")?;
-    settings.plan.batch_size = batch_size;
-    Trainer::new(settings, SEED, data)
-}
-
 fn kind_name(kind: Kind) -> &'static str {
     if kind == Kind::Double {
         "f64"
@@ -287,16 +161,16 @@ fn write_fixture(data: &TrainData, batch_size: usize, kind: Kind, out: &Path) ->
     let mut t = trainer(data, batch_size)?;
     // Casts the model's variables in place (the model's tensors are the store's).
     t.vs.set_kind(kind);
-    let (model, vs, schedule, settings) = (&t.model, &t.vs, &t.schedule, &t.settings);
-    let step = settings.plan.stage1_steps;
-    let weights = settings.plan.weights(step)?;
-    let p = prepare(data, batch_size, step, kind)?;
+    let (vs, schedule, settings, step) = (&t.vs, &t.schedule, &t.settings, t.step);
+    let weights = t.weights(Arm::Consistency)?;
+    let p = t.batches(&weights, data, kind)?;
+    let (o, g2) = offeq(&p)?;
     let mut named: Vec<(String, Tensor)> = vs
         .variables()
         .into_iter()
         .map(|(k, v)| (format!("model.{k}"), v.detach().copy()))
         .collect();
-    for (prefix, b) in [("s", &p.structures), ("o", &p.offeq)] {
+    for (prefix, b) in [("s", &p.structures), ("o", o)] {
         let mb = &b.batch;
         named.push((format!("{prefix}.pos"), mb.pos().copy()));
         named.push((format!("{prefix}.species"), mb.species().copy()));
@@ -314,21 +188,18 @@ fn write_fixture(data: &TrainData, batch_size: usize, kind: Kind, out: &Path) ->
         named.push((format!("{prefix}.force_mask"), b.force_mask.to_kind(Kind::Int64)));
     }
     tch::manual_seed(mix(SEED, 2, step) as i64);
-    let ctx = Ctx {
-        model,
-        schedule,
-        settings,
-    };
-    let (terms, draws) = losses(&ctx, &weights, &p)?;
-    for (name, tensor) in [
-        ("t_den", &draws.t_den),
-        ("eps_den", &draws.eps_den),
-        ("t_opt", &draws.t_opt),
-        ("eps_opt", &draws.eps_opt),
-        ("t_score", &draws.t_score),
-        ("eps_score", &draws.eps_score),
+    let (terms, draws) = t.losses(&weights, &p)?;
+    for (suffix, drawn) in [
+        ("den", &draws.denoising),
+        ("opt", &draws.optimality),
+        ("score", &draws.score),
     ] {
-        named.push((format!("draw.{name}"), tensor.detach().copy()));
+        let drawn = drawn.as_ref().ok_or(Error::InvalidArgument {
+            arg: "step",
+            reason: format!("the consistency step drew nothing for `{suffix}`"),
+        })?;
+        named.push((format!("draw.t_{suffix}"), drawn.t.copy()));
+        named.push((format!("draw.eps_{suffix}"), drawn.eps.detach().copy()));
     }
     let total = terms.total()?;
     total.backward();
@@ -384,7 +255,7 @@ fn write_fixture(data: &TrainData, batch_size: usize, kind: Kind, out: &Path) ->
         "fixture {} ({} atoms + {} atoms): {}",
         path.display(),
         p.g.layout.num_atoms(),
-        p.g2.layout.num_atoms(),
+        g2.layout.num_atoms(),
         terms
     );
     Ok(path)
@@ -411,8 +282,7 @@ fn verify_example(data: &TrainData, out: &Path) -> Result<()> {
         source,
     })?;
     let mut t = trainer(data, 32)?;
-    let step = t.settings.plan.stage1_steps;
-    t.step = step;
+    let step = t.step;
     let mut log = Log::open(&dir.join("metrics.csv"))?;
     t.run(
         Arm::Consistency,
@@ -431,14 +301,10 @@ fn verify_example(data: &TrainData, out: &Path) -> Result<()> {
     let row: Vec<&str> = lines.next().unwrap_or_default().split(',').collect();
 
     let fresh = trainer(data, 32)?;
-    let p = prepare(data, 32, step, Kind::Float)?;
+    let weights = fresh.weights(Arm::Consistency)?;
+    let p = fresh.batches(&weights, data, Kind::Float)?;
     tch::manual_seed(mix(SEED, 2, step) as i64);
-    let ctx = Ctx {
-        model: &fresh.model,
-        schedule: &fresh.schedule,
-        settings: &fresh.settings,
-    };
-    let (terms, _) = losses(&ctx, &fresh.settings.plan.weights(step)?, &p)?;
+    let (terms, _) = fresh.losses(&weights, &p)?;
     let mut worst = 0f64;
     for term in terms.breakdown() {
         let col = header.iter().position(|h| *h == term.name);
@@ -478,20 +344,15 @@ struct Measured {
 fn measure(data: &TrainData, batch_size: usize, threads: i32, args: &Args) -> Result<Measured> {
     tch::set_num_threads(threads);
     let t = trainer(data, batch_size)?;
-    let step = t.settings.plan.stage1_steps;
-    let weights = t.settings.plan.weights(step)?;
+    let weights = t.weights(Arm::Consistency)?;
     let params = t.vs.trainable_variables();
     let time = |f: &mut dyn FnMut() -> Result<()>| common::time_reps(f, 2, args.reps, args.min_seconds, 200);
-    let prep = time(&mut || prepare(data, batch_size, step, Kind::Float).map(|_| ()))?;
-    let p = prepare(data, batch_size, step, Kind::Float)?;
-    let ctx = Ctx {
-        model: &t.model,
-        schedule: &t.schedule,
-        settings: &t.settings,
-    };
+    let prep = time(&mut || t.batches(&weights, data, Kind::Float).map(|_| ()))?;
+    let p = t.batches(&weights, data, Kind::Float)?;
+    let (o, g2) = offeq(&p)?;
     tch::manual_seed(0);
     let step_timing = time(&mut || {
-        let (terms, _) = losses(&ctx, &weights, &p)?;
+        let (terms, _) = t.losses(&weights, &p)?;
         let total = terms.total()?;
         zero_grads(&params);
         total.backward();
@@ -504,42 +365,34 @@ fn measure(data: &TrainData, batch_size: usize, threads: i32, args: &Args) -> Re
             zero_grads(&params);
             loss.backward();
         };
-        let (s, o) = ((&p.structures, &p.g), (&p.offeq, &p.g2));
+        let (s, g) = (&p.structures, &p.g);
         let w = weights;
-        parts.push((
-            "energy+force mmff",
-            time(&mut || {
-                let (e, f) = energy_force(&ctx, s.0, s.1)?;
-                backward(e * w.energy + f * w.force);
-                Ok(())
-            })?,
-        ));
+        let energy_force = |b, g| -> Result<()> {
+            let (e, f) = t.energy_force(b, g, true)?;
+            let f = f.unwrap_or_else(|| e.zeros_like());
+            backward(e * w.energy + f * w.force);
+            Ok(())
+        };
+        parts.push(("energy+force mmff", time(&mut || energy_force(s, g))?));
+        parts.push(("energy+force perturbed", time(&mut || energy_force(o, g2))?));
         parts.push((
             "denoising",
             time(&mut || {
-                backward(denoising(&ctx, s.0, s.1)?.0);
-                Ok(())
-            })?,
-        ));
-        parts.push((
-            "energy+force perturbed",
-            time(&mut || {
-                let (e, f) = energy_force(&ctx, o.0, o.1)?;
-                backward(e * w.energy + f * w.force);
+                backward(t.denoising(s, g)?.0);
                 Ok(())
             })?,
         ));
         parts.push((
             "optimality",
             time(&mut || {
-                backward(optimality(&ctx, s.0, s.1)?.0);
+                backward(t.optimality(s, g)?.0);
                 Ok(())
             })?,
         ));
         parts.push((
             "score",
             time(&mut || {
-                backward(score(&ctx, o.0, o.1)?.0);
+                backward(t.score(o, g2)?.0);
                 Ok(())
             })?,
         ));
@@ -548,7 +401,7 @@ fn measure(data: &TrainData, batch_size: usize, threads: i32, args: &Args) -> Re
         threads,
         batch: batch_size,
         atoms: p.g.layout.num_atoms(),
-        atoms2: p.g2.layout.num_atoms(),
+        atoms2: g2.layout.num_atoms(),
         prep,
         step: step_timing,
         parts,

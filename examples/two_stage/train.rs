@@ -12,12 +12,12 @@ use std::ops::RangeInclusive;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use physcon::data::Dataset;
-use physcon::diffusion::{q_sample, x0_from_eps, NoiseSchedule};
+use physcon::data::{Dataset, LabelledBatch};
+use physcon::diffusion::{q_sample, x0_from_eps, NoiseSchedule, Noised};
 use physcon::losses::{
     denoising_loss, force_loss, EnergyLoss, Forces, LossTerms, Optimality, OptimalityLoss, ScoreConsistency,
 };
-use physcon::schedule::TrainingPlan;
+use physcon::schedule::{LossWeights, TrainingPlan};
 use physcon::{AtomicReferences, Error, Result, Temperature};
 use tch::nn::VarStore;
 use tch::{Device, Kind, Tensor};
@@ -212,6 +212,41 @@ impl Adam {
     }
 }
 
+/// The batches of one step and their graphs.
+pub struct StepBatches {
+    /// Equilibrium (`mmff`) frames.
+    pub structures: LabelledBatch,
+    pub g: Graph,
+    /// Off-equilibrium (`xtb-perturbed`) frames, when the step uses them.
+    pub offeq: Option<(LabelledBatch, Graph)>,
+}
+
+/// What one noised term drew: steps `t` `[B]` and noise `eps` `[N, 3]`.
+// Training discards them; benches/step.rs (which compiles this file) writes them
+// to its fixtures so the PyTorch side can replay the step.
+#[allow(dead_code)]
+pub struct Drawn {
+    pub t: Tensor,
+    pub eps: Tensor,
+}
+
+impl Drawn {
+    fn new(t: Tensor, noised: &Noised) -> Self {
+        Self {
+            t,
+            eps: noised.eps().shallow_clone(),
+        }
+    }
+}
+
+/// What a step drew from libtorch's generator, per noised term.
+#[derive(Default)]
+pub struct Draws {
+    pub denoising: Option<Drawn>,
+    pub optimality: Option<Drawn>,
+    pub score: Option<Drawn>,
+}
+
 /// A model, its optimiser state and where it is in the plan.
 pub struct Trainer {
     pub settings: Settings,
@@ -260,76 +295,144 @@ impl Trainer {
         })
     }
 
-    /// The weighted loss terms of one step.
-    fn losses(&self, arm: Arm, data: &TrainData) -> Result<LossTerms> {
-        let plan = &self.settings.plan;
-        let mut weights = plan.weights(self.step)?;
+    /// The stage weights of the current step; the control arm never uses the consistency terms.
+    pub fn weights(&self, arm: Arm) -> Result<LossWeights> {
+        let mut weights = self.settings.plan.weights(self.step)?;
         if arm == Arm::Control {
             weights.optimality = 0.0;
             weights.score = 0.0;
         }
-        let bs = plan.batch_size;
+        Ok(weights)
+    }
+
+    /// The batches of the current step in `kind`: equilibrium structures, and the
+    /// off-equilibrium frames when the forces or score consistency use them.
+    pub fn batches(&self, weights: &LossWeights, data: &TrainData, kind: Kind) -> Result<StepBatches> {
+        let bs = self.settings.plan.batch_size;
         let structures = data.structures.batch(
             &batch_indices(&data.structures, bs, self.seed, self.step)?,
-            Kind::Float,
+            kind,
             Device::Cpu,
         )?;
-        let g = Graph::new(&structures.batch, Kind::Float)?;
-        let layout = &g.layout;
-        let pos = structures.batch.pos();
-        let energy_loss = EnergyLoss::default().per_atom(true);
-        let mut terms = LossTerms::new();
-
-        // Stage 2 trains forces on every frame that has them: the accurate forces at
-        // the cheap structures say where the accurate minimum lies. One forward serves
-        // the energy and, by a create-graph backward, the forces.
-        let with_forces = weights.force > 0.0;
-        let x = pos.detach().set_requires_grad(with_forces);
-        let e = self.model.energy(&g, &x);
-        let mut l_energy =
-            energy_loss.forward(&e, &structures.energy, layout, Some(&structures.energy_mask))?;
-        let mut l_force = Vec::new();
-        if with_forces {
-            let f = -Tensor::run_backward(&[e.sum(Kind::Float)], &[&x], true, true).remove(0);
-            l_force.push(force_loss(
-                &f,
-                &structures.forces,
-                layout,
-                Some(&structures.force_mask),
-            )?);
-        }
-
-        let b = layout.num_molecules();
-        let t_all = self
-            .schedule
-            .sample_t(b, 1..=self.settings.diffusion_steps, Device::Cpu)?;
-        let t_small = self
-            .schedule
-            .sample_t(b, self.settings.small_t.clone(), Device::Cpu)?;
-        let pick_small = Tensor::rand([b], (Kind::Float, Device::Cpu)).lt(self.settings.small_t_fraction);
-        let t = t_small.where_self(&pick_small, &t_all);
-        let noised = q_sample(&self.schedule, pos, &t, layout)?;
-        let eps_hat = self.model.eps(&g, noised.x_t(), &t);
-        terms.push(
-            "denoising",
-            weights.denoising,
-            denoising_loss(&eps_hat, noised.eps(), layout)?,
-        )?;
-
-        let offeq = if (with_forces || weights.score > 0.0) && !data.offeq.is_empty() {
+        let g = Graph::new(&structures.batch, kind)?;
+        let offeq = if (weights.force > 0.0 || weights.score > 0.0) && !data.offeq.is_empty() {
             let indices = batch_indices(&data.offeq, bs, self.seed ^ 0x0ffe, self.step)?;
-            let b = data.offeq.batch(&indices, Kind::Float, Device::Cpu)?;
-            let g2 = Graph::new(&b.batch, Kind::Float)?;
+            let b = data.offeq.batch(&indices, kind, Device::Cpu)?;
+            let g2 = Graph::new(&b.batch, kind)?;
             Some((b, g2))
         } else {
             None
         };
-        if let (Some((b, g2)), true) = (&offeq, with_forces) {
-            let x = b.batch.pos().detach().set_requires_grad(true);
-            let e2 = self.model.energy(g2, &x);
-            let f = -Tensor::run_backward(&[e2.sum(Kind::Float)], &[&x], true, true).remove(0);
-            l_force.push(force_loss(&f, &b.forces, &g2.layout, Some(&b.force_mask))?);
-            let l2 = energy_loss.forward(&e2, &b.energy, &g2.layout, Some(&b.energy_mask))?;
+        Ok(StepBatches { structures, g, offeq })
+    }
+
+    /// Energy loss (per-atom MSE) and, with `with_forces`, the force loss of one batch.
+    ///
+    /// One forward serves both: the forces come from a create-graph backward, so
+    /// the force loss trains the energy model (a double backward).
+    pub fn energy_force(
+        &self,
+        b: &LabelledBatch,
+        g: &Graph,
+        with_forces: bool,
+    ) -> Result<(Tensor, Option<Tensor>)> {
+        let layout = &g.layout;
+        let pos = b.batch.pos();
+        let x = pos.detach().set_requires_grad(with_forces);
+        let e = self.model.energy(g, &x);
+        let l_energy =
+            EnergyLoss::default()
+                .per_atom(true)
+                .forward(&e, &b.energy, layout, Some(&b.energy_mask))?;
+        if !with_forces {
+            return Ok((l_energy, None));
+        }
+        let f = -Tensor::run_backward(&[e.sum(pos.kind())], &[&x], true, true).remove(0);
+        let l_force = force_loss(&f, &b.forces, layout, Some(&b.force_mask))?;
+        Ok((l_energy, Some(l_force)))
+    }
+
+    /// Denoising loss at t uniform in 1..=T, or in the small range with probability
+    /// `small_t_fraction`; with what it drew.
+    pub fn denoising(&self, b: &LabelledBatch, g: &Graph) -> Result<(Tensor, Drawn)> {
+        let layout = &g.layout;
+        let n = layout.num_molecules();
+        let t_all = self
+            .schedule
+            .sample_t(n, 1..=self.settings.diffusion_steps, Device::Cpu)?;
+        let t_small = self
+            .schedule
+            .sample_t(n, self.settings.small_t.clone(), Device::Cpu)?;
+        let pick_small = Tensor::rand([n], (Kind::Float, Device::Cpu)).lt(self.settings.small_t_fraction);
+        let t = t_small.where_self(&pick_small, &t_all);
+        let noised = q_sample(&self.schedule, b.batch.pos(), &t, layout)?;
+        let eps_hat = self.model.eps(g, noised.x_t(), &t);
+        let loss = denoising_loss(&eps_hat, noised.eps(), layout)?;
+        Ok((loss, Drawn::new(t, &noised)))
+    }
+
+    /// Optimality consistency (`settings.optimality`, flow `ToStructure`) of the
+    /// one-step structure `x0_hat(R_t)` at t in `optimality_t`; with what it drew.
+    pub fn optimality(&self, b: &LabelledBatch, g: &Graph) -> Result<(Tensor, Drawn)> {
+        let layout = &g.layout;
+        let pos = b.batch.pos();
+        let t = self.schedule.sample_t(
+            layout.num_molecules(),
+            self.settings.optimality_t.clone(),
+            Device::Cpu,
+        )?;
+        let noised = q_sample(&self.schedule, pos, &t, layout)?;
+        let eps_hat = self.model.eps(g, noised.x_t(), &t);
+        let generated = x0_from_eps(noised.x_t(), &eps_hat, noised.level(), layout)?;
+        let energy = self.model.energy_model(g);
+        let loss = OptimalityLoss {
+            form: self.settings.optimality,
+            ..OptimalityLoss::default()
+        };
+        let reference = (self.settings.optimality == Optimality::EnergyDescent).then_some(pos);
+        let l = loss.forward(&energy, &generated, reference, layout)?;
+        Ok((l, Drawn::new(t, &noised)))
+    }
+
+    /// Score consistency with the model's own forces at t in `score_t` (flow
+    /// `ToStructure`); with what it drew.
+    pub fn score(&self, b: &LabelledBatch, g: &Graph) -> Result<(Tensor, Drawn)> {
+        let layout = &g.layout;
+        let t = self
+            .schedule
+            .sample_t(layout.num_molecules(), self.settings.score_t.clone(), Device::Cpu)?;
+        let noised = q_sample(&self.schedule, b.batch.pos(), &t, layout)?;
+        let eps_hat = self.model.eps(g, noised.x_t(), &t);
+        let energy = self.model.energy_model(g);
+        let l = ScoreConsistency::new(self.settings.kt)?.forward(
+            &eps_hat,
+            &noised,
+            Forces::Model(&energy),
+            layout,
+        )?;
+        Ok((l, Drawn::new(t, &noised)))
+    }
+
+    /// The weighted loss terms of one step on `batches`, drawing steps and noise
+    /// from libtorch's generator in a fixed order; with what was drawn.
+    pub fn losses(&self, weights: &LossWeights, batches: &StepBatches) -> Result<(LossTerms, Draws)> {
+        let StepBatches { structures, g, offeq } = batches;
+        let mut terms = LossTerms::new();
+        let mut draws = Draws::default();
+
+        // Stage 2 trains forces on every frame that has them: the accurate forces at
+        // the cheap structures say where the accurate minimum lies.
+        let with_forces = weights.force > 0.0;
+        let (mut l_energy, force) = self.energy_force(structures, g, with_forces)?;
+        let mut l_force: Vec<Tensor> = force.into_iter().collect();
+
+        let (l, drawn) = self.denoising(structures, g)?;
+        terms.push("denoising", weights.denoising, l)?;
+        draws.denoising = Some(drawn);
+
+        if let (Some((b, g2)), true) = (offeq, with_forces) {
+            let (l2, f2) = self.energy_force(b, g2, true)?;
+            l_force.extend(f2);
             l_energy = (l_energy + l2) * 0.5;
         }
         if !l_force.is_empty() {
@@ -343,41 +446,16 @@ impl Trainer {
         terms.push("energy", weights.energy, l_energy)?;
 
         if weights.optimality > 0.0 {
-            let t = self.schedule.sample_t(
-                layout.num_molecules(),
-                self.settings.optimality_t.clone(),
-                Device::Cpu,
-            )?;
-            let noised = q_sample(&self.schedule, pos, &t, layout)?;
-            let eps_hat = self.model.eps(&g, noised.x_t(), &t);
-            let generated = x0_from_eps(noised.x_t(), &eps_hat, noised.level(), layout)?;
-            let energy = self.model.energy_model(&g);
-            let loss = OptimalityLoss {
-                form: self.settings.optimality,
-                ..OptimalityLoss::default()
-            };
-            let reference = (self.settings.optimality == Optimality::EnergyDescent).then_some(pos);
-            let l = loss.forward(&energy, &generated, reference, layout)?;
+            let (l, drawn) = self.optimality(structures, g)?;
             terms.push("optimality", weights.optimality, l)?;
+            draws.optimality = Some(drawn);
         }
-        if let (Some((b, g2)), true) = (&offeq, weights.score > 0.0) {
-            let t = self.schedule.sample_t(
-                g2.layout.num_molecules(),
-                self.settings.score_t.clone(),
-                Device::Cpu,
-            )?;
-            let noised = q_sample(&self.schedule, b.batch.pos(), &t, &g2.layout)?;
-            let eps_hat = self.model.eps(g2, noised.x_t(), &t);
-            let energy = self.model.energy_model(g2);
-            let l = ScoreConsistency::new(self.settings.kt)?.forward(
-                &eps_hat,
-                &noised,
-                Forces::Model(&energy),
-                &g2.layout,
-            )?;
+        if let (Some((b, g2)), true) = (offeq, weights.score > 0.0) {
+            let (l, drawn) = self.score(b, g2)?;
             terms.push("score", weights.score, l)?;
+            draws.score = Some(drawn);
         }
-        Ok(terms)
+        Ok((terms, draws))
     }
 
     /// Trains `arm` up to (not including) step `until`, logging and checkpointing.
@@ -401,7 +479,9 @@ impl Trainer {
         while self.step < until {
             let started = Instant::now();
             tch::manual_seed(mix(self.seed, arm.salt(), self.step) as i64);
-            let terms = self.losses(arm, data)?;
+            let weights = self.weights(arm)?;
+            let batches = self.batches(&weights, data, Kind::Float)?;
+            let (terms, _) = self.losses(&weights, &batches)?;
             let total = terms.total()?;
             for p in &params {
                 let mut g = p.grad();

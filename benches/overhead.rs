@@ -14,8 +14,9 @@
 //! took.
 //!
 //! Every configuration runs twice, in child processes: with glibc malloc as it
-//! comes, and with its mmap and trim thresholds raised (the environment the
-//! two-stage example sets up for itself; see `examples/two_stage/main.rs`).
+//! comes, and with its mmap and trim thresholds raised (as `BENCH_MALLOC=tuned
+//! scripts/bench.sh` runs everything), which keeps freed memory mapped, so the
+//! order in which a path frees its tensors cannot show up as page faults.
 //!
 //! `scripts/with-libtorch.sh cargo bench --bench overhead`
 

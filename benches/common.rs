@@ -34,12 +34,28 @@ pub fn energy(layout: &BatchLayout) -> Result<PairEnergy> {
 /// Wall-clock statistics of a repeated call, in seconds.
 #[derive(Debug, Clone, Copy)]
 pub struct Timing {
-    /// Median over the timed repetitions.
+    /// Median wall time over the timed repetitions.
     pub median: f64,
-    /// Fastest repetition.
+    /// Fastest repetition (wall time).
     pub min: f64,
     /// Timed repetitions (after the warm-up).
     pub reps: usize,
+}
+
+fn cpu_clock(clock: libc::clockid_t) -> f64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid, writable timespec and `clock` one of libc's clock ids.
+    let rc = unsafe { libc::clock_gettime(clock, &mut ts) };
+    assert_eq!(rc, 0, "clock_gettime({clock}) failed");
+    ts.tv_sec as f64 + ts.tv_nsec as f64 * 1e-9
+}
+
+/// CPU seconds the calling thread has used.
+pub fn thread_cpu_seconds() -> f64 {
+    cpu_clock(libc::CLOCK_THREAD_CPUTIME_ID)
 }
 
 /// Times `f`: `warmup` untimed calls, then at least `min_reps` timed calls and

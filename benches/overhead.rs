@@ -43,17 +43,6 @@ struct Cost {
     faults: f64,
 }
 
-fn thread_cpu_seconds() -> f64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: `ts` is a valid, writable timespec; the clock id is a constant libc knows.
-    let rc = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
-    assert_eq!(rc, 0, "clock_gettime(CLOCK_THREAD_CPUTIME_ID) failed");
-    ts.tv_sec as f64 + ts.tv_nsec as f64 * 1e-9
-}
-
 fn thread_minor_faults() -> f64 {
     // SAFETY: an all-zero rusage is a valid value to be overwritten by getrusage.
     let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
@@ -64,11 +53,15 @@ fn thread_minor_faults() -> f64 {
 }
 
 fn measure(f: &mut dyn FnMut() -> Result<()>) -> Result<Cost> {
-    let (faults, cpu, wall) = (thread_minor_faults(), thread_cpu_seconds(), Instant::now());
+    let (faults, cpu, wall) = (
+        thread_minor_faults(),
+        common::thread_cpu_seconds(),
+        Instant::now(),
+    );
     f()?;
     Ok(Cost {
         wall: wall.elapsed().as_secs_f64(),
-        cpu: thread_cpu_seconds() - cpu,
+        cpu: common::thread_cpu_seconds() - cpu,
         faults: thread_minor_faults() - faults,
     })
 }

@@ -1,8 +1,9 @@
 //! Coordinate diffusion: CoM-free noise, forward-process moments, schedules,
 //! noise levels, conversions and the DDPM/DDIM samplers.
 
+mod common;
+
 use std::cell::RefCell;
-use std::sync::{Mutex, MutexGuard};
 
 use physcon::diffusion::{
     com_free_noise, eps_from_x0, eps_to_score, q_sample, q_sample_with, sample, score_to_eps, x0_from_eps,
@@ -12,58 +13,14 @@ use physcon::{BatchLayout, Error, Result};
 use proptest::prelude::*;
 use tch::{Device, Kind, Tensor};
 
-/// Tests that draw from libtorch's global generator hold this for their whole run.
-static RNG: Mutex<()> = Mutex::new(());
-
-fn rng_lock() -> MutexGuard<'static, ()> {
-    RNG.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
-}
-
-fn vals(t: &Tensor) -> Vec<f64> {
-    Vec::<f64>::try_from(t.detach().to_kind(Kind::Double).reshape([-1])).expect("f64 values")
-}
-
-fn max_abs_diff(a: &Tensor, b: &Tensor) -> f64 {
-    vals(a)
-        .iter()
-        .zip(vals(b))
-        .map(|(x, y)| (x - y).abs())
-        .fold(0.0, f64::max)
-}
-
-/// A deterministic Fisher–Yates shuffle (xorshift), for fixed non-contiguous layouts.
-fn shuffle<T>(items: &mut [T], mut seed: u64) {
-    for i in (1..items.len()).rev() {
-        seed ^= seed << 13;
-        seed ^= seed >> 7;
-        seed ^= seed << 17;
-        items.swap(i, (seed % (i as u64 + 1)) as usize);
-    }
-}
-
-fn batch_from_counts(counts: &[i64]) -> Vec<i64> {
-    counts
-        .iter()
-        .enumerate()
-        .flat_map(|(m, &c)| std::iter::repeat_n(m as i64, c as usize))
-        .collect()
-}
-
-/// A layout whose atoms are interleaved across molecules.
-fn shuffled_layout(counts: &[i64], seed: u64) -> Result<BatchLayout> {
-    let mut batch = batch_from_counts(counts);
-    shuffle(&mut batch, seed);
-    BatchLayout::new(&Tensor::from_slice(&batch), counts.len() as i64)
-}
+use common::{
+    batch_from_counts, max_abs_diff, num_molecules, rng_lock, shuffled_batch_vector, shuffled_layout, vals,
+};
 
 /// A batch vector with every molecule present, atoms in random order.
 fn shuffled_batch() -> impl Strategy<Value = Vec<i64>> {
     prop::collection::vec(1i64..=6, 1..=5)
         .prop_flat_map(|counts| Just(batch_from_counts(&counts)).prop_shuffle())
-}
-
-fn num_molecules(batch: &[i64]) -> i64 {
-    batch.iter().copied().max().unwrap_or(0) + 1
 }
 
 /// Per-molecule centroids computed on the host.
@@ -138,8 +95,7 @@ fn q_sample_moments_match_schedule() -> Result<()> {
     let draws = 200usize;
     let b = types.len() * copies;
     let counts: Vec<i64> = (0..b).map(|m| types[m % types.len()].0 as i64).collect();
-    let mut batch = batch_from_counts(&counts);
-    shuffle(&mut batch, 0x9e37_79b9);
+    let batch = shuffled_batch_vector(&counts, 0x9e37_79b9);
     let layout = BatchLayout::new(&Tensor::from_slice(&batch), b as i64)?;
     // The local index of each atom within its molecule.
     let mut seen = vec![0usize; b];

@@ -1,34 +1,21 @@
 //! Metrics: Kabsch RMSD (checked against Horn's quaternion method computed
 //! independently on the host), energy gap and energy MAE.
 
+mod common;
+
 use physcon::metrics::{energy_gap, energy_mae, kabsch_rmsd};
 use physcon::testing::{gradcheck, GradcheckOptions, PairEnergy, PairPotential};
 use physcon::{BatchLayout, Error, Result};
 use proptest::prelude::*;
 use tch::{Device, Kind, Tensor};
 
-type Mat3 = [[f64; 3]; 3];
+use common::{batch_from_counts, layout_of, vals};
 
-fn vals(t: &Tensor) -> Vec<f64> {
-    Vec::<f64>::try_from(t.detach().to_kind(Kind::Double).reshape([-1])).expect("f64 values")
-}
+type Mat3 = [[f64; 3]; 3];
 
 fn pos_tensor(pos: &[[f64; 3]]) -> Tensor {
     let flat: Vec<f64> = pos.iter().flatten().copied().collect();
     Tensor::from_slice(&flat).reshape([-1, 3])
-}
-
-fn batch_from_counts(counts: &[i64]) -> Vec<i64> {
-    counts
-        .iter()
-        .enumerate()
-        .flat_map(|(m, &c)| std::iter::repeat_n(m as i64, c as usize))
-        .collect()
-}
-
-fn layout_of(batch: &[i64]) -> BatchLayout {
-    let b = batch.iter().copied().max().unwrap_or(0) + 1;
-    BatchLayout::new(&Tensor::from_slice(batch), b).expect("valid layout")
 }
 
 /// The proper rotation of a (not necessarily normalised, non-zero) quaternion `(w, x, y, z)`.

@@ -165,6 +165,50 @@ pub fn max_abs_diff(a: &Tensor, b: &Tensor) -> f64 {
 /// Serialises tests that seed and draw from libtorch's global generator.
 pub static RNG: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
+/// Holds [`RNG`] for the rest of the test; a test that failed while holding it does not poison it.
+pub fn rng_lock() -> std::sync::MutexGuard<'static, ()> {
+    RNG.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// A tensor's values as f64, flattened.
+pub fn vals(t: &Tensor) -> Vec<f64> {
+    Vec::<f64>::try_from(t.detach().to_kind(Kind::Double).reshape([-1])).expect("f64 values")
+}
+
+/// The contiguous batch vector of molecules with these atom counts.
+pub fn batch_from_counts(counts: &[i64]) -> Vec<i64> {
+    counts
+        .iter()
+        .enumerate()
+        .flat_map(|(m, &c)| std::iter::repeat_n(m as i64, c as usize))
+        .collect()
+}
+
+/// Molecules in a batch vector whose molecules are `0..=max`.
+pub fn num_molecules(batch: &[i64]) -> i64 {
+    batch.iter().copied().max().unwrap_or(0) + 1
+}
+
+/// The layout of a batch vector in which every molecule `0..=max` appears.
+pub fn layout_of(batch: &[i64]) -> BatchLayout {
+    BatchLayout::new(&Tensor::from_slice(batch), num_molecules(batch)).expect("valid layout")
+}
+
+/// Molecules with these atom counts, their atoms interleaved by a seeded shuffle.
+pub fn shuffled_layout(counts: &[i64], seed: u64) -> Result<BatchLayout> {
+    let batch = shuffled_batch_vector(counts, seed);
+    BatchLayout::new(&Tensor::from_slice(&batch), counts.len() as i64)
+}
+
+/// The batch vector of [`shuffled_layout`].
+pub fn shuffled_batch_vector(counts: &[i64], seed: u64) -> Vec<i64> {
+    let contiguous = batch_from_counts(counts);
+    shuffled(contiguous.len() as i64, seed)
+        .into_iter()
+        .map(|i| contiguous[i as usize])
+        .collect()
+}
+
 /// A permutation of `0..n` from a seed.
 pub fn shuffled(n: i64, seed: u64) -> Vec<i64> {
     physcon::data::shuffled_indices(n as usize, seed)

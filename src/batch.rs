@@ -458,3 +458,25 @@ impl MolBatch {
         self.layout.num_atoms()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mean_divides_by_the_atom_counts_in_every_float_kind_and_rank() -> Result<()> {
+        // Molecule 0 owns atoms 0 and 2, molecule 1 atoms 1, 3 and 4.
+        let layout = BatchLayout::new(&Tensor::from_slice(&[0i64, 1, 0, 1, 1]), 2)?.clone();
+        let values = Tensor::from_slice(&[1.0f64, 2., 3., 4., 6.]);
+        for kind in [Kind::Half, Kind::BFloat16, Kind::Float, Kind::Double] {
+            let flat = layout.mean(&values.to_kind(kind))?;
+            assert_eq!(flat.kind(), kind);
+            assert_eq!(Vec::<f64>::try_from(flat.to_kind(Kind::Double))?, vec![2.0, 4.0]);
+            let wide = layout.mean(&values.to_kind(kind).unsqueeze(1).expand([5, 3], false))?;
+            assert_eq!(wide.size(), vec![2, 3]);
+            let wide = Vec::<f64>::try_from(wide.to_kind(Kind::Double).reshape([-1]))?;
+            assert_eq!(wide, vec![2.0, 2.0, 2.0, 4.0, 4.0, 4.0]);
+        }
+        Ok(())
+    }
+}

@@ -19,6 +19,21 @@ pub fn batch(molecules: i64, atoms: i64, seed: i64) -> Result<(BatchLayout, Tens
     Ok((layout, pos))
 }
 
+/// Atomic numbers of `molecules` synthetic organic-like molecules of `atoms`
+/// atoms each: C, H, N, H, O, H, C, H, H, C, C, H, ...
+pub fn species(molecules: i64, atoms: i64) -> Tensor {
+    let pattern = [6i64, 1, 7, 1, 8, 1, 6, 1, 1, 6];
+    let one: Vec<i64> = (0..atoms as usize).map(|k| pattern[k % pattern.len()]).collect();
+    Tensor::from_slice(&one).repeat([molecules])
+}
+
+/// libtorch's generator is process-wide: the example's tests, compiled into a
+/// bench that includes its modules, take this lock (as `crate::rng_lock`).
+pub fn rng_lock() -> std::sync::MutexGuard<'static, ()> {
+    static RNG: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    RNG.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 /// A Morse pair energy over all pairs of each molecule.
 pub fn energy(layout: &BatchLayout) -> Result<PairEnergy> {
     PairEnergy::new(

@@ -1,16 +1,28 @@
 //! Forward + backward of every loss, the samplers and batched Kabsch RMSD at
 //! batch 32 and 256 of 20-atom molecules, with an analytic (Morse pair)
-//! energy; throughput in molecules per second. Single-threaded (recorded in
-//! the group names) so figures compare across machines.
+//! energy (group `losses`), and every loss again with the two-stage example's
+//! reference model as the energy and the denoiser (group `losses-model`);
+//! throughput in molecules per second. Single-threaded (recorded in the group
+//! names) so figures compare across machines.
 //!
 //! `scripts/with-libtorch.sh cargo bench --bench losses`
+//! (`-- losses-model` for the model group alone).
 
 mod common;
 
-use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+#[allow(dead_code, unused_imports)]
+#[path = "../examples/two_stage/model.rs"]
+mod model;
+
+/// The example's tests (compiled in under `cfg(test)`) call `crate::rng_lock`.
+#[cfg(test)]
+use common::rng_lock;
+
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, SamplingMode, Throughput};
 use physcon::diffusion::{com_free_noise, q_sample, sample, NoiseSchedule, SamplerConfig};
 use physcon::losses::{denoising_loss, force_loss, EnergyLoss, Forces, OptimalityLoss, ScoreConsistency};
 use physcon::metrics::kabsch_rmsd;
+use physcon::MolBatch;
 use tch::{Device, Kind, Tensor};
 
 fn losses(c: &mut Criterion) {
@@ -107,5 +119,87 @@ fn losses(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, losses);
+/// Every loss with the reference model (f32, preset `cpu`: hidden 64, 3 layers,
+/// 16 radial functions, fully connected within each molecule) as the energy
+/// and, for the denoising and score terms, as the denoiser.
+fn losses_model(c: &mut Criterion) {
+    tch::set_num_threads(1);
+    let mut group = c.benchmark_group("losses-model/cpu-1thread");
+    // Calls of 40 ms to 1.5 s: flat sampling, and time enough for 10 of the slowest.
+    group
+        .sample_size(10)
+        .sampling_mode(SamplingMode::Flat)
+        .measurement_time(std::time::Duration::from_secs(16));
+    tch::manual_seed(0);
+    let vs = tch::nn::VarStore::new(Device::Cpu);
+    let net = model::Model::new(&vs.root(), model::ModelConfig::default(), 1000);
+    let schedule = NoiseSchedule::cosine(1000).unwrap();
+    for molecules in [32i64, 256] {
+        let (layout, pos) = common::batch(molecules, common::ATOMS, 0).unwrap();
+        let species = common::species(molecules, common::ATOMS);
+        let batch = MolBatch::new(&pos, &species, layout.batch(), molecules).unwrap();
+        let g = model::Graph::new(&batch, Kind::Float).unwrap();
+        let energy = net.energy_model(&g);
+        let leaf = || pos.detach().set_requires_grad(true);
+        group.throughput(Throughput::Elements(molecules as u64));
+        let target = Tensor::randn([molecules], (Kind::Float, Device::Cpu));
+        group.bench_function(BenchmarkId::new("energy", molecules), |b| {
+            b.iter(|| {
+                let e = net.energy(&g, &pos);
+                EnergyLoss::default()
+                    .per_atom(true)
+                    .forward(&e, &target, &layout, None)
+                    .unwrap()
+                    .backward();
+            })
+        });
+        let f_ref = Tensor::randn_like(&pos);
+        group.bench_function(BenchmarkId::new("force", molecules), |b| {
+            b.iter(|| {
+                let f = physcon::forces(&energy, &leaf(), &layout, true).unwrap();
+                force_loss(&f, &f_ref, &layout, None).unwrap().backward();
+            })
+        });
+        group.bench_function(BenchmarkId::new("denoising", molecules), |b| {
+            b.iter(|| {
+                let t = schedule.sample_t(molecules, 1..=1000, Device::Cpu).unwrap();
+                let noised = q_sample(&schedule, &pos, &t, &layout).unwrap();
+                let eps_hat = net.eps(&g, noised.x_t(), &t);
+                denoising_loss(&eps_hat, noised.eps(), &layout)
+                    .unwrap()
+                    .backward();
+            })
+        });
+        for (name, loss) in [
+            ("optimality-stationarity", OptimalityLoss::stationarity()),
+            ("optimality-descent", OptimalityLoss::energy_descent()),
+        ] {
+            let reference = (name == "optimality-descent").then(|| pos.shallow_clone());
+            group.bench_function(BenchmarkId::new(name, molecules), |b| {
+                b.iter(|| {
+                    // The structure stands in for a generated one: its gradient is what
+                    // would flow on into the structure model.
+                    loss.forward(&energy, &leaf(), reference.as_ref(), &layout)
+                        .unwrap()
+                        .backward();
+                })
+            });
+        }
+        let score = ScoreConsistency::new(0.0388).unwrap();
+        group.bench_function(BenchmarkId::new("score", molecules), |b| {
+            b.iter(|| {
+                let t = schedule.sample_t(molecules, 1..=20, Device::Cpu).unwrap();
+                let noised = q_sample(&schedule, &pos, &t, &layout).unwrap();
+                let eps_hat = net.eps(&g, noised.x_t(), &t);
+                score
+                    .forward(&eps_hat, &noised, Forces::Model(&energy), &layout)
+                    .unwrap()
+                    .backward();
+            })
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, losses, losses_model);
 criterion_main!(benches);

@@ -35,17 +35,11 @@ use std::process::Command;
 use clap::Parser;
 use physcon::losses::OptimalityLoss;
 use physcon::{EnergyModel, Error, MolBatch, Result};
-use tch::{Device, Kind, Tensor};
+use tch::{Device, Kind};
 
-/// The example's tests (compiled in under `cfg(test)`) take this lock.
+/// The example's tests (compiled in under `cfg(test)`) call `crate::rng_lock`.
 #[cfg(test)]
-static TEST_RNG: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
-#[cfg(test)]
-#[allow(dead_code)]
-fn rng_lock() -> std::sync::MutexGuard<'static, ()> {
-    TEST_RNG.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
-}
+use common::rng_lock;
 
 #[derive(Parser, Debug)]
 #[command(about = "Time and peak memory of the optimality loss against batch and molecule size")]
@@ -94,13 +88,6 @@ fn status_mib(field: &str) -> Option<f64> {
     Some(kb / 1024.0)
 }
 
-/// Species of a synthetic organic-like molecule: C, H, N, H, O, H, C, H, ...
-fn species(molecules: i64, atoms: i64) -> Tensor {
-    let pattern = [6i64, 1, 7, 1, 8, 1, 6, 1, 1, 6];
-    let one: Vec<i64> = (0..atoms as usize).map(|k| pattern[k % pattern.len()]).collect();
-    Tensor::from_slice(&one).repeat([molecules])
-}
-
 fn child(args: &Args) -> Result<()> {
     tch::set_num_threads(args.threads);
     let (layout, pos) = common::batch(args.molecules, args.atoms, 7)?;
@@ -125,7 +112,7 @@ fn child(args: &Args) -> Result<()> {
             let net = model::Model::new(&vs.root(), model::ModelConfig::default(), 1000);
             let batch = MolBatch::new(
                 &pos,
-                &species(args.molecules, args.atoms),
+                &common::species(args.molecules, args.atoms),
                 layout.batch(),
                 args.molecules,
             )?;

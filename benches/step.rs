@@ -54,16 +54,9 @@ use tch::{Kind, Tensor};
 use model::Graph;
 use train::{mix, Arm, Log, Settings, StepBatches, TrainData, Trainer};
 
-/// libtorch's generator is process-wide: the example's tests (compiled in
-/// here under `cfg(test)`) take this lock.
+/// The example's tests (compiled in under `cfg(test)`) call `crate::rng_lock`.
 #[cfg(test)]
-static TEST_RNG: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
-#[cfg(test)]
-#[allow(dead_code)]
-fn rng_lock() -> std::sync::MutexGuard<'static, ()> {
-    TEST_RNG.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
-}
+use common::rng_lock;
 
 #[derive(Parser, Debug)]
 #[command(about = "Stage-2 consistency step of the reference model: timings and PyTorch fixtures")]

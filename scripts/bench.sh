@@ -3,7 +3,7 @@
 #
 #   scripts/bench.sh            # step vs PyTorch (1 and 2 threads, 3 alternating rounds), overhead, scaling
 #   scripts/bench.sh --quick    # step vs PyTorch only
-#   scripts/bench.sh --all      # also the criterion per-loss benches (benches/losses.rs)
+#   scripts/bench.sh --all      # also the criterion per-loss benches (benches/losses.rs, ~8 min more)
 #
 # Run it on an otherwise idle machine: every timing is wall-clock. Results and
 # logs go to target/bench/ (step-table.md, scaling.md, overhead.txt, *.log).
@@ -110,7 +110,7 @@ if [[ "${mode}" != "--quick" ]]; then
 fi
 
 if [[ "${mode}" == "--all" ]]; then
-    echo "== criterion: every loss with the Morse energy, samplers, Kabsch (benches/losses.rs)"
+    echo "== criterion: every loss with the Morse energy and with the reference model, samplers, Kabsch (benches/losses.rs)"
     run cargo bench --bench losses 2>&1 | tee "${out}/losses.log"
 fi
 

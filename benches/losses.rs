@@ -18,12 +18,65 @@ mod model;
 #[cfg(test)]
 use common::rng_lock;
 
-use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, SamplingMode, Throughput};
+use criterion::measurement::Measurement;
+use criterion::{
+    criterion_group, criterion_main, BenchmarkGroup, BenchmarkId, Criterion, SamplingMode, Throughput,
+};
 use physcon::diffusion::{com_free_noise, q_sample, sample, NoiseSchedule, SamplerConfig};
 use physcon::losses::{denoising_loss, force_loss, EnergyLoss, Forces, OptimalityLoss, ScoreConsistency};
 use physcon::metrics::kabsch_rmsd;
-use physcon::MolBatch;
+use physcon::{BatchLayout, EnergyModel, MolBatch};
 use tch::{Device, Kind, Tensor};
+
+/// The losses that need only an energy: energy, force, both optimality forms.
+///
+/// The energy term backpropagates into the model's parameters, as in training;
+/// an energy without parameters (`trainable = false`) differentiates the
+/// positions instead, so that there is a backward to time.
+fn energy_losses<M: Measurement>(
+    group: &mut BenchmarkGroup<'_, M>,
+    energy: &dyn EnergyModel,
+    trainable: bool,
+    layout: &BatchLayout,
+    pos: &Tensor,
+) {
+    let molecules = layout.num_molecules();
+    let leaf = || pos.detach().set_requires_grad(true);
+    let target = Tensor::randn([molecules], (Kind::Float, Device::Cpu));
+    group.bench_function(BenchmarkId::new("energy", molecules), |b| {
+        b.iter(|| {
+            let x = if trainable { pos.shallow_clone() } else { leaf() };
+            let e = energy.energy(&x).unwrap();
+            EnergyLoss::default()
+                .per_atom(true)
+                .forward(&e, &target, layout, None)
+                .unwrap()
+                .backward();
+        })
+    });
+    let f_ref = Tensor::randn_like(pos);
+    group.bench_function(BenchmarkId::new("force", molecules), |b| {
+        b.iter(|| {
+            let f = physcon::forces(energy, &leaf(), layout, true).unwrap();
+            force_loss(&f, &f_ref, layout, None).unwrap().backward();
+        })
+    });
+    for (name, loss) in [
+        ("optimality-stationarity", OptimalityLoss::stationarity()),
+        ("optimality-descent", OptimalityLoss::energy_descent()),
+    ] {
+        let reference = (name == "optimality-descent").then(|| pos.shallow_clone());
+        group.bench_function(BenchmarkId::new(name, molecules), |b| {
+            b.iter(|| {
+                // The structure stands in for a generated one: its gradient is what
+                // would flow on into the structure model.
+                loss.forward(energy, &leaf(), reference.as_ref(), layout)
+                    .unwrap()
+                    .backward();
+            })
+        });
+    }
+}
 
 fn losses(c: &mut Criterion) {
     tch::set_num_threads(1);
@@ -34,46 +87,14 @@ fn losses(c: &mut Criterion) {
         let energy = common::energy(&layout).unwrap();
         let leaf = || pos.detach().set_requires_grad(true);
         group.throughput(Throughput::Elements(molecules as u64));
-        let target = Tensor::randn([molecules], (Kind::Float, Device::Cpu));
-        group.bench_function(BenchmarkId::new("energy", molecules), |b| {
-            b.iter(|| {
-                let x = leaf();
-                let e = physcon::EnergyModel::energy(&energy, &x).unwrap();
-                EnergyLoss::default()
-                    .per_atom(true)
-                    .forward(&e, &target, &layout, None)
-                    .unwrap()
-                    .backward();
-            })
-        });
+        energy_losses(&mut group, &energy, false, &layout, &pos);
         let f_ref = Tensor::randn_like(&pos);
-        group.bench_function(BenchmarkId::new("force", molecules), |b| {
-            b.iter(|| {
-                let x = leaf();
-                let f = physcon::forces(&energy, &x, &layout, true).unwrap();
-                force_loss(&f, &f_ref, &layout, None).unwrap().backward();
-            })
-        });
         group.bench_function(BenchmarkId::new("denoising", molecules), |b| {
             b.iter(|| {
                 let x = leaf();
                 denoising_loss(&(&x * 0.5), &f_ref, &layout).unwrap().backward();
             })
         });
-        for (name, loss) in [
-            ("optimality-stationarity", OptimalityLoss::stationarity()),
-            ("optimality-descent", OptimalityLoss::energy_descent()),
-        ] {
-            let reference = (name == "optimality-descent").then(|| pos.shallow_clone());
-            group.bench_function(BenchmarkId::new(name, molecules), |b| {
-                b.iter(|| {
-                    let x = leaf();
-                    loss.forward(&energy, &x, reference.as_ref(), &layout)
-                        .unwrap()
-                        .backward();
-                })
-            });
-        }
         let schedule = NoiseSchedule::cosine(1000).unwrap();
         let t = Tensor::full([molecules], 10, (Kind::Int64, Device::Cpu));
         let noised = q_sample(&schedule, &pos, &t, &layout).unwrap();
@@ -140,26 +161,8 @@ fn losses_model(c: &mut Criterion) {
         let batch = MolBatch::new(&pos, &species, layout.batch(), molecules).unwrap();
         let g = model::Graph::new(&batch, Kind::Float).unwrap();
         let energy = net.energy_model(&g);
-        let leaf = || pos.detach().set_requires_grad(true);
         group.throughput(Throughput::Elements(molecules as u64));
-        let target = Tensor::randn([molecules], (Kind::Float, Device::Cpu));
-        group.bench_function(BenchmarkId::new("energy", molecules), |b| {
-            b.iter(|| {
-                let e = net.energy(&g, &pos);
-                EnergyLoss::default()
-                    .per_atom(true)
-                    .forward(&e, &target, &layout, None)
-                    .unwrap()
-                    .backward();
-            })
-        });
-        let f_ref = Tensor::randn_like(&pos);
-        group.bench_function(BenchmarkId::new("force", molecules), |b| {
-            b.iter(|| {
-                let f = physcon::forces(&energy, &leaf(), &layout, true).unwrap();
-                force_loss(&f, &f_ref, &layout, None).unwrap().backward();
-            })
-        });
+        energy_losses(&mut group, &energy, true, &layout, &pos);
         group.bench_function(BenchmarkId::new("denoising", molecules), |b| {
             b.iter(|| {
                 let t = schedule.sample_t(molecules, 1..=1000, Device::Cpu).unwrap();
@@ -170,21 +173,6 @@ fn losses_model(c: &mut Criterion) {
                     .backward();
             })
         });
-        for (name, loss) in [
-            ("optimality-stationarity", OptimalityLoss::stationarity()),
-            ("optimality-descent", OptimalityLoss::energy_descent()),
-        ] {
-            let reference = (name == "optimality-descent").then(|| pos.shallow_clone());
-            group.bench_function(BenchmarkId::new(name, molecules), |b| {
-                b.iter(|| {
-                    // The structure stands in for a generated one: its gradient is what
-                    // would flow on into the structure model.
-                    loss.forward(&energy, &leaf(), reference.as_ref(), &layout)
-                        .unwrap()
-                        .backward();
-                })
-            });
-        }
         let score = ScoreConsistency::new(0.0388).unwrap();
         group.bench_function(BenchmarkId::new("score", molecules), |b| {
             b.iter(|| {

@@ -57,20 +57,26 @@ pub struct Timing {
     pub reps: usize,
 }
 
-fn cpu_clock(clock: libc::clockid_t) -> f64 {
+/// CPU seconds the calling thread has used.
+pub fn thread_cpu_seconds() -> f64 {
     let mut ts = libc::timespec {
         tv_sec: 0,
         tv_nsec: 0,
     };
-    // SAFETY: `ts` is a valid, writable timespec and `clock` one of libc's clock ids.
-    let rc = unsafe { libc::clock_gettime(clock, &mut ts) };
-    assert_eq!(rc, 0, "clock_gettime({clock}) failed");
+    // SAFETY: `ts` is a valid, writable timespec; the clock id is a constant libc knows.
+    let rc = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    assert_eq!(rc, 0, "clock_gettime(CLOCK_THREAD_CPUTIME_ID) failed");
     ts.tv_sec as f64 + ts.tv_nsec as f64 * 1e-9
 }
 
-/// CPU seconds the calling thread has used.
-pub fn thread_cpu_seconds() -> f64 {
-    cpu_clock(libc::CLOCK_THREAD_CPUTIME_ID)
+/// The bench's output folder (`--out`, relative to the crate root), created.
+pub fn output_dir(out: &std::path::Path) -> Result<std::path::PathBuf> {
+    let out = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(out);
+    std::fs::create_dir_all(&out).map_err(|source| physcon::Error::Io {
+        path: out.clone(),
+        source,
+    })?;
+    Ok(out)
 }
 
 /// Times `f`: `warmup` untimed calls, then at least `min_reps` timed calls and

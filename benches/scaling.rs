@@ -29,7 +29,7 @@ mod common;
 mod model;
 
 use std::fmt::Write as _;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
 
 use clap::Parser;
@@ -223,16 +223,7 @@ fn pairs(molecules: i64, atoms: i64) -> i64 {
 }
 
 fn parent(args: &Args) -> Result<()> {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let out = if args.out.is_absolute() {
-        args.out.clone()
-    } else {
-        root.join(&args.out)
-    };
-    std::fs::create_dir_all(&out).map_err(|source| Error::Io {
-        path: out.clone(),
-        source,
-    })?;
+    let out = common::output_dir(&args.out)?;
     let mut md = String::new();
     let mut json = Vec::new();
     let _ = writeln!(

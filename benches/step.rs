@@ -439,15 +439,7 @@ fn json(results: &[Measured], args: &Args) -> String {
 fn main() -> Result<()> {
     let args = Args::parse();
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let out = if args.out.is_absolute() {
-        args.out.clone()
-    } else {
-        root.join(&args.out)
-    };
-    std::fs::create_dir_all(&out).map_err(|source| Error::Io {
-        path: out.clone(),
-        source,
-    })?;
+    let out = common::output_dir(&args.out)?;
     let train = Dataset::read(root.join("data/train.extxyz.gz"))?;
     let data = TrainData::new(&train)?;
     if args.verify_example {

@@ -9,7 +9,7 @@
 //!
 //! Run: `scripts/with-libtorch.sh cargo run --release --example consistency_demo`
 
-use physcon::losses::{GradientFlow, OptimalityLoss};
+use physcon::losses::{GradientFlow, StationarityLoss};
 use physcon::metrics::kabsch_rmsd;
 use physcon::testing::{PairEnergy, PairPotential};
 use physcon::{BatchLayout, EnergyModel, Result};
@@ -37,12 +37,12 @@ fn main() -> Result<()> {
     vs.set_kind(Kind::Double);
     let shift = vs.root().zeros("shift", &[12, 3]);
     let mut opt = Adam::default().build(&vs, 0.01)?;
-    let loss = OptimalityLoss::stationarity().flow(GradientFlow::ToStructure);
+    let loss = StationarityLoss::new().flow(GradientFlow::ToStructure);
 
     println!("step  stationarity (eV²/Å²)  RMSD to accurate minima (Å)");
     for step in 0..=400 {
         let structure = &cheap + &shift;
-        let value = loss.forward(&accurate, &structure, None, &layout)?;
+        let value = loss.forward(&accurate, &structure, &layout)?;
         if step % 50 == 0 {
             let rmsd = kabsch_rmsd(&structure.detach(), &minima, &layout)?.mean(Kind::Double);
             println!(

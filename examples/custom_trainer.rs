@@ -5,11 +5,12 @@
 
 use physcon::diffusion::{q_sample, x0_from_eps, NoiseSchedule};
 use physcon::losses::{
-    denoising_loss, force_loss, EnergyLoss, Forces, GradientFlow, LossTerms, OptimalityLoss, ScoreConsistency,
+    DenoisingLoss, EnergyLoss, EnergyMetric, ForceLoss, Forces, GradientFlow, LossTerms, ScoreConsistency,
+    StationarityLoss,
 };
-use physcon::{BatchLayout, Result, Temperature};
-use tch::nn::{self, Module, OptimizerConfig};
-use tch::{Device, Kind, Tensor};
+use physcon::tch::nn::{self, Module, OptimizerConfig};
+use physcon::tch::{Device, Kind, Tensor};
+use physcon::{energy_and_forces, BatchLayout, Result, Temperature};
 
 /// Your model: a shared encoder of squared distances to the molecule's centroid,
 /// an energy head (sum over atoms) and an equivariant eps head.
@@ -52,12 +53,20 @@ fn main() -> Result<()> {
     let energy_labels = Tensor::from_slice(&[-1.0f32, -1.5]);
     let force_labels = Tensor::randn([7, 3], (Kind::Float, Device::Cpu)) * 0.1;
     let schedule = NoiseSchedule::cosine(1000)?;
-    let kt = Temperature::kelvin(450.0)?.kt();
+    // The losses, built once: settings are validated here, not per step.
+    let energy_loss = EnergyLoss::new(EnergyMetric::Mse)?.per_atom(true);
+    let force_loss = ForceLoss::new();
+    let denoising = DenoisingLoss::new();
+    // ToStructure (the default): the energy head is a frozen teacher here,
+    // even though it shares the encoder with the eps head.
+    let optimality = StationarityLoss::new().flow(GradientFlow::ToStructure);
+    let score = ScoreConsistency::new(Temperature::kelvin(450.0)?.kt())?;
 
     for step in 0..3 {
-        let x = pos.detach().set_requires_grad(true);
-        let e = model.energy(&layout, &x)?;
-        let f = physcon::forces(&|r: &Tensor| model.energy(&layout, r), &x, &layout, true)?;
+        // The energy as physcon sees it: any closure over positions.
+        let energy = |r: &Tensor| model.energy(&layout, r);
+        // One forward for the energy and (with their graph) the forces.
+        let labelled = energy_and_forces(&energy, &pos, &layout, true)?;
 
         let t = schedule.sample_t(2, 1..=1000, Device::Cpu)?;
         let noised = q_sample(&schedule, &pos, &t, &layout)?;
@@ -73,39 +82,37 @@ fn main() -> Result<()> {
             &layout,
         )?;
 
-        // The energy as physcon sees it: any closure over positions.
-        let energy = |r: &Tensor| model.energy(&layout, r);
         let score_t = schedule.sample_t(2, 1..=20, Device::Cpu)?;
         let near = q_sample(&schedule, &pos, &score_t, &layout)?;
         let near_eps = model.eps(&layout, near.x_t())?;
 
         let mut terms = LossTerms::new();
+        let e = &labelled.energy;
         terms.push(
             "energy",
             1.0,
-            EnergyLoss::default()
-                .per_atom(true)
-                .forward(&e, &energy_labels, &layout, None)?,
+            energy_loss.forward(e, &energy_labels, None, &layout)?,
         )?;
-        terms.push("force", 1.0, force_loss(&f, &force_labels, &layout, None)?)?;
+        let f = &labelled.forces;
+        terms.push("force", 1.0, force_loss.forward(f, &force_labels, None, &layout)?)?;
         terms.push(
             "denoising",
             0.01,
-            denoising_loss(&eps_hat, noised.eps(), &layout)?,
+            denoising.forward(&eps_hat, noised.eps(), &layout)?,
         )?;
-        // ToStructure (the default): the energy head is a frozen teacher here,
-        // even though it shares the encoder with the eps head.
-        let optimality = OptimalityLoss::stationarity().flow(GradientFlow::ToStructure);
         terms.push(
             "optimality",
             0.1,
-            optimality.forward(&energy, &generated, None, &layout)?,
+            optimality.forward(&energy, &generated, &layout)?,
         )?;
-        let score = ScoreConsistency::new(kt)?;
+        let forces = Forces::Model {
+            energy: &energy,
+            at: near.x0(),
+        };
         terms.push(
             "score",
             1.0,
-            score.forward(&near_eps, &near, Forces::Model(&energy), &layout)?,
+            score.forward(&near_eps, near.level(), forces, &layout)?,
         )?;
 
         opt.zero_grad();

@@ -241,12 +241,6 @@ impl BatchLayout {
         let mean = self.mean_unchecked(x)?;
         Ok(x.f_sub(&self.expand_unchecked(&mean)?)?)
     }
-
-    /// `mean_b (1/n_b) sum_{i in b} values_i` for atom-level values `[N]`:
-    /// the per-molecule-first reduction every atom-level loss uses.
-    pub(crate) fn molecule_mean_of_atoms(&self, values: &Tensor) -> Result<Tensor> {
-        Ok(self.mean_unchecked(values)?.f_mean(values.kind())?)
-    }
 }
 
 /// Bonds of a batch: atom pairs (indices into the batch's atoms) and bond orders.

@@ -114,8 +114,8 @@ pub(crate) fn finite(arg: &'static str, t: &Tensor) -> Result<()> {
     }
 }
 
-/// A finite float tensor on the layout's device with the given shape.
-pub(crate) fn float_tensor(
+/// A float tensor on the layout's device with the given shape (metadata only: no host read).
+pub(crate) fn float_meta(
     arg: &'static str,
     t: &Tensor,
     layout: &BatchLayout,
@@ -124,18 +124,108 @@ pub(crate) fn float_tensor(
 ) -> Result<()> {
     float(arg, t)?;
     device(arg, t, layout)?;
-    shape(arg, t, expected, words)?;
+    shape(arg, t, expected, words)
+}
+
+/// How much a loss checks of the values (not the shapes) of its tensors.
+///
+/// Shape, dtype, device and graph checks read only tensor metadata and always
+/// run. Finiteness needs the values on the host: with [`Checks::Full`] (the
+/// default) every finiteness check of one loss call is folded into a single
+/// reduction and **one** device-to-host read, at the end of the call (on CUDA,
+/// one synchronisation per loss). [`Checks::Metadata`] skips it, for a trainer
+/// that checks its total loss itself and must not synchronise per term; a
+/// non-finite input then shows up as a non-finite loss instead of an
+/// [`Error::NonFinite`] naming it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Checks {
+    /// Metadata checks, plus finiteness of every input and of the result (one host read).
+    #[default]
+    Full,
+    /// Metadata checks only: no host read.
+    Metadata,
+}
+
+/// Finiteness checks collected over one call and settled with one host read.
+///
+/// Arguments are reported in the order they were added, so an input is named
+/// before any output computed from it.
+pub(crate) struct Finite {
+    pending: Option<Vec<(&'static str, Tensor)>>,
+}
+
+impl Finite {
+    pub(crate) fn new(checks: Checks) -> Self {
+        Self {
+            pending: (checks == Checks::Full).then(Vec::new),
+        }
+    }
+
+    /// Queues `t` (no host read yet).
+    pub(crate) fn add(&mut self, arg: &'static str, t: &Tensor) {
+        if let Some(pending) = self.pending.as_mut() {
+            if t.numel() > 0 {
+                pending.push((arg, t.detach()));
+            }
+        }
+    }
+
+    /// Metadata checks of `[N, 3]` atom coordinates now, finiteness queued.
+    pub(crate) fn atoms3(&mut self, arg: &'static str, t: &Tensor, layout: &BatchLayout) -> Result<()> {
+        float_meta(arg, t, layout, &[layout.num_atoms(), 3], "[N, 3]")?;
+        self.add(arg, t);
+        Ok(())
+    }
+
+    /// Metadata checks of `[B]` molecule values now, finiteness queued.
+    pub(crate) fn molecules(&mut self, arg: &'static str, t: &Tensor, layout: &BatchLayout) -> Result<()> {
+        float_meta(arg, t, layout, &[layout.num_molecules()], "[B]")?;
+        self.add(arg, t);
+        Ok(())
+    }
+
+    /// Settles every queued check with one reduction per tensor and one host read.
+    pub(crate) fn finish(self) -> Result<()> {
+        let Some(pending) = self.pending else {
+            return Ok(());
+        };
+        match pending.as_slice() {
+            [] => Ok(()),
+            [(arg, t)] => finite(arg, t),
+            _ => {
+                // Each sum in its own dtype (an f16 sum overflows as f16 would), then
+                // widened so that one stacked tensor crosses to the host.
+                let sums = pending
+                    .iter()
+                    .map(|(_, t)| Ok(t.f_sum(t.f_kind()?)?.f_to_kind(Kind::Double)?))
+                    .collect::<Result<Vec<_>>>()?;
+                let sums = Vec::<f64>::try_from(Tensor::f_stack(&sums, 0)?.f_to_device(tch::Device::Cpu)?)?;
+                for ((arg, t), sum) in pending.iter().zip(sums) {
+                    if !sum.is_finite() && !bool::try_from(t.f_isfinite()?.f_all()?)? {
+                        return Err(Error::NonFinite { arg });
+                    }
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+/// A finite float tensor on the layout's device with the given shape.
+pub(crate) fn float_tensor(
+    arg: &'static str,
+    t: &Tensor,
+    layout: &BatchLayout,
+    expected: &[i64],
+    words: &str,
+) -> Result<()> {
+    float_meta(arg, t, layout, expected, words)?;
     finite(arg, t)
 }
 
 /// Atom-level `[N, 3]` coordinates (positions, forces, noise).
 pub(crate) fn atoms3(arg: &'static str, t: &Tensor, layout: &BatchLayout) -> Result<()> {
     float_tensor(arg, t, layout, &[layout.num_atoms(), 3], "[N, 3]")
-}
-
-/// Molecule-level `[B]` values (energies).
-pub(crate) fn molecules(arg: &'static str, t: &Tensor, layout: &BatchLayout) -> Result<()> {
-    float_tensor(arg, t, layout, &[layout.num_molecules()], "[B]")
 }
 
 /// An optional boolean mask of the given length.

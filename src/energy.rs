@@ -28,7 +28,7 @@ use crate::error::{Error, Result};
 ///
 /// `energy(pos)` returns `[B]` energies in eV for positions `[N, 3]` in Å, in
 /// the molecule order of the batch layout it was built for. It must be
-/// differentiable in `pos` (twice, for [`crate::losses::Optimality::Stationarity`]:
+/// differentiable in `pos` (twice, for [`crate::losses::StationarityLoss`]:
 /// use SiLU, not ReLU).
 pub trait EnergyModel {
     /// Molecule energies `[B]` (eV) at positions `[N, 3]` (Å).
@@ -47,32 +47,82 @@ where
     }
 }
 
-/// Forces `F = -dE/dR` `[N, 3]` (eV/Å) of an energy model at `pos`.
+/// Energies and forces from one forward of an energy model.
+#[derive(Debug)]
+pub struct EnergyAndForces {
+    /// Molecule energies `[B]` (eV), with their graph to the model's parameters.
+    pub energy: Tensor,
+    /// Forces `F = -dE/dR` `[N, 3]` (eV/Å), with a graph when asked for.
+    pub forces: Tensor,
+}
+
+/// Energies and forces `F = -dE/dR` of an energy model at `pos`, from one forward.
 ///
-/// With `create_graph` the forces keep their graph, so a force loss can train
-/// the model (a double backward); without it they are constants and no
-/// parameter's `.grad` is touched.
+/// What a trainer feeds the energy and force losses
+/// ([`crate::losses::EnergyLoss`], [`crate::losses::ForceLoss`]): the energy keeps
+/// its graph to the model's parameters, and with `create_graph` the forces keep
+/// theirs, so a force loss trains the model through a double backward (the
+/// graph of the forward is kept for the energy loss's backward too). Without
+/// `create_graph` the forces are constants and no parameter's `.grad` is touched.
+///
+/// `pos` that carries a graph (a generated structure) keeps it under
+/// `create_graph`; otherwise the forces are taken on a detached copy.
+///
+/// ```
+/// # fn main() -> physcon::Result<()> {
+/// use physcon::testing::{PairEnergy, PairPotential};
+/// use physcon::{energy_and_forces, BatchLayout};
+/// use tch::{Device, Tensor};
+/// let layout = BatchLayout::from_counts(&[2], Device::Cpu)?;
+/// let model = PairEnergy::new(PairPotential::Harmonic { k: 2.0, r0: 1.0 }, &layout)?;
+/// let pos = Tensor::from_slice(&[0.0f64, 0., 0., 1.5, 0., 0.]).reshape([2, 3]);
+/// let out = energy_and_forces(&model, &pos, &layout, true)?;
+/// // E = k/2 (r - r0)^2 = 0.25 eV; the bond pulls the atoms together with 1 eV/Å.
+/// assert!((out.energy.double_value(&[0]) - 0.25).abs() < 1e-12);
+/// assert!((out.forces.double_value(&[0, 0]) - 1.0).abs() < 1e-12);
+/// # Ok(()) }
+/// ```
 ///
 /// # Errors
-/// Those of the `pos` checks ([`Error::Shape`], [`Error::Dtype`], [`Error::Device`],
-/// [`Error::NonFinite`]); [`Error::Shape`] or [`Error::NonFinite`] for a model output
-/// that is not finite `[B]`; [`Error::NoGraph`] when the energy does not depend
-/// on the positions through autograd.
+/// [`Error::Shape`], [`Error::Dtype`], [`Error::Device`], [`Error::NonFinite`] for
+/// `pos`; [`Error::Shape`] or [`Error::NonFinite`] for a model output that is not
+/// finite `[B]`, [`Error::NonFinite`] for non-finite forces; [`Error::NoGraph`] when
+/// the energy does not depend on the positions through autograd. The finiteness
+/// checks cost one device-to-host read.
+pub fn energy_and_forces<E: EnergyModel + ?Sized>(
+    model: &E,
+    pos: &Tensor,
+    layout: &BatchLayout,
+    create_graph: bool,
+) -> Result<EnergyAndForces> {
+    let mut finite = check::Finite::new(check::Checks::Full);
+    finite.atoms3("pos", pos, layout)?;
+    let x = if create_graph && pos.requires_grad() {
+        pos.shallow_clone()
+    } else {
+        leaf_copy(pos)
+    };
+    let (energy, grad) = energy_and_grad(model, &x, layout, create_graph, &mut finite)?;
+    finite.add("forces", &grad);
+    finite.finish()?;
+    Ok(EnergyAndForces {
+        energy,
+        forces: grad.f_neg()?,
+    })
+}
+
+/// Forces `F = -dE/dR` `[N, 3]` (eV/Å) of an energy model at `pos`: the forces
+/// of [`energy_and_forces`], for when the energy itself is not needed.
+///
+/// # Errors
+/// As [`energy_and_forces`].
 pub fn forces<E: EnergyModel + ?Sized>(
     model: &E,
     pos: &Tensor,
     layout: &BatchLayout,
     create_graph: bool,
 ) -> Result<Tensor> {
-    check::atoms3("pos", pos, layout)?;
-    let x = if create_graph && pos.requires_grad() {
-        pos.shallow_clone()
-    } else {
-        leaf_copy(pos)
-    };
-    let (_, grad) = energy_and_grad(model, &x, layout, create_graph)?;
-    check::finite("forces", &grad)?;
-    Ok(grad.f_neg()?)
+    Ok(energy_and_forces(model, pos, layout, create_graph)?.forces)
 }
 
 /// A detached copy of `x` that requires grad: the leaf the frozen-teacher recipe differentiates.
@@ -80,40 +130,37 @@ pub(crate) fn leaf_copy(x: &Tensor) -> Tensor {
     x.detach().set_requires_grad(true)
 }
 
-/// Evaluates the model and checks its output is finite `[B]` of the input's dtype.
+/// Evaluates the model and checks its output is `[B]` of the input's dtype (finiteness queued).
 pub(crate) fn evaluate<E: EnergyModel + ?Sized>(
     model: &E,
     pos: &Tensor,
     layout: &BatchLayout,
+    finite: &mut check::Finite,
 ) -> Result<Tensor> {
     let energy = model.energy(pos)?;
-    check::float_tensor(
-        "energy model output",
-        &energy,
-        layout,
-        &[layout.num_molecules()],
-        "[B]",
-    )?;
+    finite.molecules("energy model output", &energy, layout)?;
     check::same_kind("energy model output", &energy, pos.kind())?;
     Ok(energy)
 }
 
 /// `dE/dx` of the model at `x` (which must require grad), with or without its graph.
+///
+/// Callers queue what they return (forces, or a loss built from the gradient)
+/// in `finite`, which catches a non-finite gradient without a pass of its own.
 pub(crate) fn energy_and_grad<E: EnergyModel + ?Sized>(
     model: &E,
     x: &Tensor,
     layout: &BatchLayout,
     create_graph: bool,
+    finite: &mut check::Finite,
 ) -> Result<(Tensor, Tensor)> {
-    let energy = evaluate(model, x, layout)?;
+    let energy = evaluate(model, x, layout, finite)?;
     if !energy.requires_grad() {
         return Err(Error::NoGraph {
             arg: "energy model output",
             reason: "the energy must be computed from the positions it is given, with grad enabled",
         });
     }
-    // Callers check what they return (forces, or a loss built from the gradient),
-    // which catches a non-finite gradient with one scalar read instead of a pass over it.
     let grad = grad_or_zeros(&energy.f_sum(energy.kind())?, x, create_graph)?;
     Ok((energy, grad))
 }

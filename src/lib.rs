@@ -5,7 +5,8 @@
 //! accurate one. Two physical laws tie the tasks together and let the
 //! accurate data correct the cheap one:
 //!
-//! - **optimality consistency** ([`losses::OptimalityLoss`]): an equilibrium
+//! - **optimality consistency** ([`losses::StationarityLoss`],
+//!   [`losses::EnergyDescentLoss`]): an equilibrium
 //!   structure is a minimum of the energy, so the gradient of the predicted
 //!   energy at a generated structure must vanish;
 //! - **score consistency** ([`losses::ScoreConsistency`]): under the Boltzmann
@@ -27,14 +28,23 @@
 //! - Every fallible function returns [`Result`]; bad input is an [`Error`]
 //!   naming the argument, never a panic or a silent NaN.
 //!
+//! ## One convention for every loss
+//! Each loss in [`losses`] is built once with validated settings, then called
+//! per batch: `forward(inputs.., layout)` gives the scalar, and
+//! `forward_per_molecule(inputs.., layout)` the `[B]` values before the last
+//! reduction ([`losses::PerMolecule`]: log them, mask them, weight them).
+//! Energies and forces for the supervised terms come from one forward with
+//! [`energy_and_forces`]. `physcon::tch` is the `tch` physcon is built on:
+//! use it (or the same `tch` version) so that tensors are one type.
+//!
 //! ## A stage-2 step in a custom trainer
 //! ```
 //! # fn main() -> physcon::Result<()> {
 //! use physcon::diffusion::{q_sample, NoiseSchedule};
-//! use physcon::losses::{denoising_loss, Forces, LossTerms, OptimalityLoss, ScoreConsistency};
+//! use physcon::losses::{DenoisingLoss, Forces, LossTerms, ScoreConsistency, StationarityLoss};
 //! use physcon::testing::{PairEnergy, PairPotential};
+//! use physcon::tch::{Device, Kind, Tensor};
 //! use physcon::{BatchLayout, Temperature};
-//! use tch::{Device, Kind, Tensor};
 //!
 //! let layout = BatchLayout::from_counts(&[2, 3], Device::Cpu)?;
 //! // Stand-ins for the user's models: an analytic energy and an eps head with one weight.
@@ -49,11 +59,12 @@
 //! let eps_hat = eps_model(noised.x_t());
 //! let structure = clean.shallow_clone() * &w; // a generated structure with a graph
 //!
+//! let score = ScoreConsistency::new(Temperature::kelvin(300.0)?.kt())?;
+//! let forces = Forces::Model { energy: &energy, at: noised.x0() };
 //! let mut terms = LossTerms::new();
-//! terms.push("denoising", 0.01, denoising_loss(&eps_hat, noised.eps(), &layout)?)?;
-//! terms.push("optimality", 0.1, OptimalityLoss::stationarity().forward(&energy, &structure, None, &layout)?)?;
-//! let kt = Temperature::kelvin(300.0)?.kt();
-//! terms.push("score", 1.0, ScoreConsistency::new(kt)?.forward(&eps_hat, &noised, Forces::Model(&energy), &layout)?)?;
+//! terms.push("denoising", 0.01, DenoisingLoss::new().forward(&eps_hat, noised.eps(), &layout)?)?;
+//! terms.push("optimality", 0.1, StationarityLoss::new().forward(&energy, &structure, &layout)?)?;
+//! terms.push("score", 1.0, score.forward(&eps_hat, noised.level(), forces, &layout)?)?;
 //! terms.total()?.backward();
 //! assert!(w.grad().double_value(&[]).is_finite());
 //! # Ok(()) }
@@ -75,7 +86,13 @@ pub mod testing;
 pub mod units;
 
 pub use batch::{BatchLayout, Bonds, MolBatch, Molecule};
-pub use energy::{forces, EnergyModel};
+pub use energy::{energy_and_forces, forces, EnergyAndForces, EnergyModel};
 pub use error::{Error, ParseError, Result};
 pub use reference::AtomicReferences;
 pub use units::Temperature;
+
+/// The `tch` (libtorch bindings) physcon is built on and takes tensors from.
+///
+/// Depend on the same `tch` version, or use this re-export, so that a model's
+/// tensors and physcon's are one type.
+pub use tch;

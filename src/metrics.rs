@@ -123,14 +123,17 @@ pub fn energy_gap<E: EnergyModel + ?Sized>(
     reference: &Tensor,
     layout: &BatchLayout,
 ) -> Result<Tensor> {
-    check::atoms3("pred", pred, layout)?;
-    check::atoms3("reference", reference, layout)?;
+    let mut finite = check::Finite::new(check::Checks::Full);
+    finite.atoms3("pred", pred, layout)?;
+    finite.atoms3("reference", reference, layout)?;
     check::same_kind("reference", reference, pred.kind())?;
-    tch::no_grad(|| {
-        let e_pred = evaluate(energy, pred, layout)?;
-        let e_ref = evaluate(energy, reference, layout)?;
-        Ok(e_pred.f_sub(&e_ref)?)
-    })
+    let gap = tch::no_grad(|| {
+        let e_pred = evaluate(energy, pred, layout, &mut finite)?;
+        let e_ref = evaluate(energy, reference, layout, &mut finite)?;
+        Ok::<_, crate::Error>(e_pred.f_sub(&e_ref)?)
+    })?;
+    finite.finish()?;
+    Ok(gap)
 }
 
 /// Mean absolute energy error (eV) over labelled molecules, without graph.
@@ -147,9 +150,9 @@ pub fn energy_gap<E: EnergyModel + ?Sized>(
 pub fn energy_mae(
     pred: &Tensor,
     target: &Tensor,
-    layout: &BatchLayout,
     mask: Option<&Tensor>,
+    layout: &BatchLayout,
 ) -> Result<Tensor> {
-    let loss = EnergyLoss::default().metric(EnergyMetric::L1);
-    tch::no_grad(|| loss.forward(pred, target, layout, mask))
+    let loss = EnergyLoss::new(EnergyMetric::L1)?;
+    tch::no_grad(|| loss.forward(pred, target, mask, layout))
 }

@@ -223,7 +223,7 @@ fn q_sample_is_the_forward_formula() -> Result<()> {
             assert!((x_t[k] - (a * cs[k] + s * eps[k])).abs() < 1e-12);
         }
     }
-    assert_eq!(vals(noised.level().t()), vec![7.0, 50.0, 100.0]);
+    assert_eq!(vals(noised.level().t().unwrap()), vec![7.0, 50.0, 100.0]);
     // q_sample_with projects the given noise.
     let raw = Tensor::ones([8, 3], (Kind::Double, Device::Cpu));
     let given = q_sample_with(&schedule, &x0, &t, &raw, &layout)?;

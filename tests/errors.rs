@@ -3,8 +3,8 @@
 
 use physcon::diffusion::{q_sample_with, NoiseSchedule};
 use physcon::losses::{
-    denoising_loss, force_loss, score_target, EnergyLoss, Forces, GradientFlow, LossTerms, OptimalityLoss,
-    ScoreConsistency,
+    score_target, DenoisingLoss, EnergyDescentLoss, EnergyLoss, ForceLoss, Forces, GradientFlow, LossTerms,
+    ScoreConsistency, StationarityLoss,
 };
 use physcon::metrics::kabsch_rmsd;
 use physcon::{forces, BatchLayout, Error, MolBatch, Molecule, Result, Temperature};
@@ -332,50 +332,62 @@ fn dtype_mismatch_in_losses() {
     let e64 = Tensor::from_slice(&[1.0f64, 2.0, 3.0]);
     let e32 = e64.to_kind(Kind::Float);
     expect_err(
-        EnergyLoss::default().forward(&e64, &e32, &layout, None),
+        EnergyLoss::default().forward(&e64, &e32, None, &layout),
         "Dtype",
         "target",
     );
     expect_err(
-        EnergyLoss::default().forward(&e64, &e64.to_kind(Kind::Int64), &layout, None),
+        EnergyLoss::default().forward(&e64, &e64.to_kind(Kind::Int64), None, &layout),
         "Dtype",
         "target",
     );
     expect_err(
-        EnergyLoss::default().forward(&e64.to_kind(Kind::Int64), &e64, &layout, None),
+        EnergyLoss::default().forward(&e64.to_kind(Kind::Int64), &e64, None, &layout),
         "Dtype",
         "pred",
     );
-    assert!(EnergyLoss::default().forward(&e32, &e32, &layout, None).is_ok());
+    assert!(EnergyLoss::default().forward(&e32, &e32, None, &layout).is_ok());
     let f64_ = Tensor::ones([6, 3], F64);
     let f32_ = f64_.to_kind(Kind::Float);
-    expect_err(force_loss(&f64_, &f32_, &layout, None), "Dtype", "target");
-    expect_err(denoising_loss(&f64_, &f32_, &layout), "Dtype", "eps");
-    expect_err(denoising_loss(&f32_, &f64_, &layout), "Dtype", "eps");
-    assert!(denoising_loss(&f32_, &f32_, &layout).is_ok());
+    expect_err(
+        ForceLoss::new().forward(&f64_, &f32_, None, &layout),
+        "Dtype",
+        "target",
+    );
+    expect_err(
+        DenoisingLoss::new().forward(&f64_, &f32_, &layout),
+        "Dtype",
+        "eps",
+    );
+    expect_err(
+        DenoisingLoss::new().forward(&f32_, &f64_, &layout),
+        "Dtype",
+        "eps",
+    );
+    assert!(DenoisingLoss::new().forward(&f32_, &f32_, &layout).is_ok());
     // Shapes and finiteness in the same losses.
     expect_err(
-        EnergyLoss::default().forward(&e64, &e64.narrow(0, 0, 2), &layout, None),
+        EnergyLoss::default().forward(&e64, &e64.narrow(0, 0, 2), None, &layout),
         "Shape",
         "target",
     );
     expect_err(
-        EnergyLoss::default().forward(&(&e64 * f64::NAN), &e64, &layout, None),
+        EnergyLoss::default().forward(&(&e64 * f64::NAN), &e64, None, &layout),
         "NonFinite",
         "pred",
     );
     expect_err(
-        EnergyLoss::default().forward(&e64, &(&e64 * f64::INFINITY), &layout, None),
+        EnergyLoss::default().forward(&e64, &(&e64 * f64::INFINITY), None, &layout),
         "NonFinite",
         "target",
     );
     expect_err(
-        force_loss(&f64_, &f64_.narrow(0, 0, 5), &layout, None),
+        ForceLoss::new().forward(&f64_, &f64_.narrow(0, 0, 5), None, &layout),
         "Shape",
         "target",
     );
     expect_err(
-        denoising_loss(&f64_.narrow(0, 0, 5), &f64_, &layout),
+        DenoisingLoss::new().forward(&f64_.narrow(0, 0, 5), &f64_, &layout),
         "Shape",
         "eps_hat",
     );
@@ -390,31 +402,39 @@ fn mask_validation() {
     let f = Tensor::ones([6, 3], F64);
     let good = Tensor::from_slice(&[true, false, true]);
     assert!(EnergyLoss::default()
-        .forward(&e, &e, &layout, Some(&good))
+        .forward(&e, &e, Some(&good), &layout)
         .is_ok());
-    assert!(force_loss(&f, &f, &layout, Some(&good)).is_ok());
+    assert!(ForceLoss::new().forward(&f, &f, Some(&good), &layout).is_ok());
     for wrong_kind in [
         good.to_kind(Kind::Int64),
         good.to_kind(Kind::Float),
         good.to_kind(Kind::Uint8),
     ] {
         expect_err(
-            EnergyLoss::default().forward(&e, &e, &layout, Some(&wrong_kind)),
+            EnergyLoss::default().forward(&e, &e, Some(&wrong_kind), &layout),
             "Dtype",
             "mask",
         );
-        expect_err(force_loss(&f, &f, &layout, Some(&wrong_kind)), "Dtype", "mask");
+        expect_err(
+            ForceLoss::new().forward(&f, &f, Some(&wrong_kind), &layout),
+            "Dtype",
+            "mask",
+        );
     }
     // A molecule mask has B entries; an atom-level mask [N] is a shape error.
     let atom_mask = Tensor::ones([6], (Kind::Bool, Device::Cpu));
     let short = Tensor::from_slice(&[true, true]);
     for wrong_len in [&atom_mask, &short, &good.reshape([3, 1])] {
         expect_err(
-            EnergyLoss::default().forward(&e, &e, &layout, Some(wrong_len)),
+            EnergyLoss::default().forward(&e, &e, Some(wrong_len), &layout),
             "Shape",
             "mask",
         );
-        expect_err(force_loss(&f, &f, &layout, Some(wrong_len)), "Shape", "mask");
+        expect_err(
+            ForceLoss::new().forward(&f, &f, Some(wrong_len), &layout),
+            "Shape",
+            "mask",
+        );
     }
 }
 
@@ -452,39 +472,25 @@ fn temperature_and_kt_validation() -> Result<()> {
 }
 
 #[test]
-fn optimality_reference_placement() -> Result<()> {
+fn optimality_structure_and_reference_checks() -> Result<()> {
     tch::set_num_threads(1);
     let layout = layout3();
     let energy = |pos: &Tensor| layout.sum(&pos.square().sum_dim_intlist(1, false, Kind::Double));
     let x = pos6();
+    assert!(StationarityLoss::new().forward(&energy, &x, &layout).is_ok());
+    assert!(EnergyDescentLoss::new().forward(&energy, &x, &x, &layout).is_ok());
     expect_err(
-        OptimalityLoss::stationarity().forward(&energy, &x, Some(&x), &layout),
-        "InvalidArgument",
-        "reference",
-    );
-    expect_err(
-        OptimalityLoss::energy_descent().forward(&energy, &x, None, &layout),
-        "InvalidArgument",
-        "reference",
-    );
-    assert!(OptimalityLoss::stationarity()
-        .forward(&energy, &x, None, &layout)
-        .is_ok());
-    assert!(OptimalityLoss::energy_descent()
-        .forward(&energy, &x, Some(&x), &layout)
-        .is_ok());
-    expect_err(
-        OptimalityLoss::energy_descent().forward(&energy, &x, Some(&x.narrow(0, 0, 5)), &layout),
+        EnergyDescentLoss::new().forward(&energy, &x, &x.narrow(0, 0, 5), &layout),
         "Shape",
         "reference",
     );
     expect_err(
-        OptimalityLoss::energy_descent().forward(&energy, &x, Some(&x.to_kind(Kind::Float)), &layout),
+        EnergyDescentLoss::new().forward(&energy, &x, &x.to_kind(Kind::Float), &layout),
         "Dtype",
         "reference",
     );
     expect_err(
-        OptimalityLoss::stationarity().forward(&energy, &x.narrow(1, 0, 2), None, &layout),
+        StationarityLoss::new().forward(&energy, &x.narrow(1, 0, 2), &layout),
         "Shape",
         "structure",
     );
@@ -526,17 +532,20 @@ fn energy_without_graph_is_an_error_not_a_crash() -> Result<()> {
         ] {
             let structure = x.detach().set_requires_grad(true);
             expect_err(
-                OptimalityLoss::stationarity()
+                StationarityLoss::new()
                     .flow(flow)
-                    .forward(model, &structure, None, &layout),
+                    .forward(model, &structure, &layout),
                 "NoGraph",
                 "energy model output",
             );
             expect_err(
                 ScoreConsistency::new(0.025)?.flow(flow).forward(
                     &eps_hat,
-                    &noised,
-                    Forces::Model(model),
+                    noised.level(),
+                    Forces::Model {
+                        energy: model,
+                        at: noised.x0(),
+                    },
                     &layout,
                 ),
                 "NoGraph",
@@ -578,17 +587,25 @@ fn energy_output_shape_dtype_and_finiteness() -> Result<()> {
     for (model, variant) in cases {
         expect_err(forces(model, &x, &layout, false), variant, "energy model output");
         expect_err(
-            OptimalityLoss::stationarity().forward(model, &x, None, &layout),
+            StationarityLoss::new().forward(model, &x, &layout),
             variant,
             "energy model output",
         );
         expect_err(
-            OptimalityLoss::energy_descent().forward(model, &x, Some(&x), &layout),
+            EnergyDescentLoss::new().forward(model, &x, &x, &layout),
             variant,
             "energy model output",
         );
         expect_err(
-            ScoreConsistency::new(0.025)?.forward(&eps_hat, &noised, Forces::Model(model), &layout),
+            ScoreConsistency::new(0.025)?.forward(
+                &eps_hat,
+                noised.level(),
+                Forces::Model {
+                    energy: model,
+                    at: noised.x0(),
+                },
+                &layout,
+            ),
             variant,
             "energy model output",
         );
@@ -601,7 +618,15 @@ fn energy_output_shape_dtype_and_finiteness() -> Result<()> {
     // The good model passes everywhere.
     assert!(forces(&good, &x, &layout, false).is_ok());
     assert!(ScoreConsistency::new(0.025)?
-        .forward(&eps_hat, &noised, Forces::Model(&good), &layout)
+        .forward(
+            &eps_hat,
+            noised.level(),
+            Forces::Model {
+                energy: &good,
+                at: noised.x0()
+            },
+            &layout
+        )
         .is_ok());
     Ok(())
 }
@@ -624,21 +649,21 @@ fn score_consistency_labels_with_to_energy() -> Result<()> {
     expect_err(
         ScoreConsistency::new(0.025)?
             .flow(GradientFlow::ToEnergy)
-            .forward(&eps_hat, &noised, Forces::Labels(&labels), &layout),
+            .forward(&eps_hat, noised.level(), Forces::Labels(&labels), &layout),
         "InvalidArgument",
         "forces",
     );
     for flow in [GradientFlow::ToStructure, GradientFlow::Both] {
         assert!(ScoreConsistency::new(0.025)?
             .flow(flow)
-            .forward(&eps_hat, &noised, Forces::Labels(&labels), &layout)
+            .forward(&eps_hat, noised.level(), Forces::Labels(&labels), &layout)
             .is_ok());
     }
     let consistency = ScoreConsistency::new(0.025)?;
     expect_err(
         consistency.forward(
             &eps_hat,
-            &noised,
+            noised.level(),
             Forces::Labels(&labels.narrow(0, 0, 5)),
             &layout,
         ),
@@ -648,7 +673,7 @@ fn score_consistency_labels_with_to_energy() -> Result<()> {
     expect_err(
         consistency.forward(
             &eps_hat,
-            &noised,
+            noised.level(),
             Forces::Labels(&labels.to_kind(Kind::Float)),
             &layout,
         ),
@@ -658,7 +683,7 @@ fn score_consistency_labels_with_to_energy() -> Result<()> {
     expect_err(
         consistency.forward(
             &eps_hat.to_kind(Kind::Float),
-            &noised,
+            noised.level(),
             Forces::Labels(&labels),
             &layout,
         ),
@@ -668,7 +693,7 @@ fn score_consistency_labels_with_to_energy() -> Result<()> {
     expect_err(
         consistency.forward(
             &eps_hat.narrow(0, 0, 5),
-            &noised,
+            noised.level(),
             Forces::Labels(&labels),
             &layout,
         ),
@@ -772,16 +797,20 @@ fn device_mismatch_when_cuda_is_available() -> Result<()> {
         "species",
     );
     expect_err(kabsch_rmsd(&x.to_device(cuda), &x, &layout), "Device", "pred");
-    expect_err(denoising_loss(&x, &x.to_device(cuda), &layout), "Device", "eps");
+    expect_err(
+        DenoisingLoss::new().forward(&x, &x.to_device(cuda), &layout),
+        "Device",
+        "eps",
+    );
     let e = Tensor::from_slice(&[1.0f64, 2.0, 3.0]);
     expect_err(
-        EnergyLoss::default().forward(&e, &e.to_device(cuda), &layout, None),
+        EnergyLoss::default().forward(&e, &e.to_device(cuda), None, &layout),
         "Device",
         "target",
     );
     let mask = Tensor::from_slice(&[true, true, false]).to_device(cuda);
     expect_err(
-        EnergyLoss::default().forward(&e, &e, &layout, Some(&mask)),
+        EnergyLoss::default().forward(&e, &e, Some(&mask), &layout),
         "Device",
         "mask",
     );
@@ -815,7 +844,7 @@ fn non_finite_energy_gradients_are_caught() -> Result<()> {
     let _ = at_zero.get(0).fill_(0.0);
     expect_err(forces(&kink, &at_zero, &layout, false), "NonFinite", "forces");
     expect_err(
-        OptimalityLoss::stationarity().forward(&kink, &at_zero, None, &layout),
+        StationarityLoss::new().forward(&kink, &at_zero, &layout),
         "NonFinite",
         "optimality loss (the energy's gradient)",
     );
@@ -828,7 +857,15 @@ fn non_finite_energy_gradients_are_caught() -> Result<()> {
         layout.sum(&shifted.abs().sqrt().sum_dim_intlist(1, false, Kind::Double))
     };
     expect_err(
-        ScoreConsistency::new(0.1)?.forward(&pos6(), &noised, Forces::Model(&centred_kink), &layout),
+        ScoreConsistency::new(0.1)?.forward(
+            &pos6(),
+            noised.level(),
+            Forces::Model {
+                energy: &centred_kink,
+                at: noised.x0(),
+            },
+            &layout,
+        ),
         "NonFinite",
         "score loss (the energy's forces)",
     );

@@ -8,8 +8,8 @@ mod common;
 use common::{raw_case, single_thread, Morse};
 use physcon::diffusion::{q_sample_with, NoiseSchedule};
 use physcon::losses::{
-    denoising_loss, force_loss, EnergyLoss, EnergyMetric, Forces, GradientFlow, OptimalityLoss,
-    ScoreConsistency,
+    DenoisingLoss, EnergyDescentLoss, EnergyLoss, EnergyMetric, ForceLoss, Forces, GradientFlow,
+    ScoreConsistency, StationarityLoss,
 };
 use physcon::testing::{gradcheck, GradcheckOptions};
 use physcon::{EnergyModel, Result};
@@ -41,9 +41,15 @@ proptest! {
         single_thread();
         let c = raw.build();
         let metric = [EnergyMetric::L1, EnergyMetric::Mse, EnergyMetric::Huber { delta: 0.5 }][metric];
-        let loss = EnergyLoss::default().metric(metric).per_atom(per_atom);
+        let loss = EnergyLoss::new(metric).unwrap().per_atom(per_atom);
         let mask = masked.then(|| c.mask.shallow_clone());
-        check(|x| loss.forward(&x[0], &c.q, &c.layout, mask.as_ref()), &[c.p.shallow_clone()])?;
+        check(|x| loss.forward(&x[0], &c.q, mask.as_ref(), &c.layout), &[c.p.shallow_clone()])?;
+        // Per-molecule weights: the weighted mean of the per-molecule values.
+        let weights = c.q.abs() + 0.1;
+        check(
+            |x| loss.forward_per_molecule(&x[0], &c.q, mask.as_ref(), &c.layout)?.weighted_mean(&weights),
+            &[c.p.shallow_clone()],
+        )?;
     }
 
     #[test]
@@ -51,14 +57,15 @@ proptest! {
         single_thread();
         let c = raw.build();
         let mask = masked.then(|| c.mask.shallow_clone());
-        check(|x| force_loss(&x[0], &c.v, &c.layout, mask.as_ref()), &[c.u.shallow_clone()])?;
+        check(|x| ForceLoss::new().forward(&x[0], &c.v, mask.as_ref(), &c.layout), &[c.u.shallow_clone()])?;
     }
 
     #[test]
     fn denoising_loss_gradients(raw in raw_case(12)) {
         single_thread();
         let c = raw.build();
-        check(|x| denoising_loss(&x[0], &x[1], &c.layout), &[c.u.shallow_clone(), c.v.shallow_clone()])?;
+        // The noise is the target, a constant: only the prediction is differentiated.
+        check(|x| DenoisingLoss::new().forward(&x[0], &c.v, &c.layout), &[c.u.shallow_clone()])?;
     }
 
     /// The stationarity loss's gradient in the structure needs the Hessian of E:
@@ -68,20 +75,33 @@ proptest! {
         single_thread();
         let c = raw.build();
         let flow = FLOWS[flow];
-        let loss = if descent { OptimalityLoss::energy_descent() } else { OptimalityLoss::stationarity() }.flow(flow);
         let structure = &c.pos + &c.u * 0.1;
         let reference = descent.then(|| c.pos.shallow_clone());
+        let weights = c.q.abs() + 0.1;
         let params = Morse::default_params();
         // EnergyDescent stops the gradient of E(R_ref), which finite differences in the
         // parameters would see: add the stopped term back so both differentiate E(R_hat) alone.
         let run = |structure: &Tensor, params: &Tensor| -> Result<Tensor> {
             let model = Morse::new(&c.layout, params);
-            let value = loss.forward(&model, structure, reference.as_ref(), &c.layout)?;
+            // Through `forward` and through the weighted per-molecule values (the
+            // per-molecule frozen-teacher surrogate), in one sum.
+            let (value, per_molecule) = match &reference {
+                None => {
+                    let loss = StationarityLoss::new().flow(flow);
+                    (loss.forward(&model, structure, &c.layout)?, loss.forward_per_molecule(&model, structure, &c.layout)?)
+                }
+                Some(r) => {
+                    let loss = EnergyDescentLoss::new().flow(flow);
+                    (loss.forward(&model, structure, r, &c.layout)?, loss.forward_per_molecule(&model, structure, r, &c.layout)?)
+                }
+            };
+            let value = value + per_molecule.weighted_mean(&weights)?;
             match &reference {
                 None => Ok(value),
                 Some(r) => {
                     let per_atom = model.energy(r)?.detach() / c.layout.counts().to_kind(tch::Kind::Double);
-                    Ok(value + per_atom.mean(tch::Kind::Double))
+                    let stopped = per_atom.mean(tch::Kind::Double) + (&per_atom * &weights).sum(tch::Kind::Double) / weights.sum(tch::Kind::Double);
+                    Ok(value + stopped)
                 }
             }
         };
@@ -105,15 +125,16 @@ proptest! {
         let run = |eps_hat: &Tensor, clean: &Tensor, params: &Tensor| {
             let noised = q_sample_with(&schedule, clean, &t, &c.u, &c.layout)?;
             let model = Morse::new(&c.layout, params);
-            let forces = if labels { Forces::Labels(&c.v) } else { Forces::Model(&model) };
-            loss.forward(eps_hat, &noised, forces, &c.layout)
+            let forces = if labels { Forces::Labels(&c.v) } else { Forces::Model { energy: &model, at: noised.x0() } };
+            loss.forward(eps_hat, noised.level(), forces, &c.layout)
         };
         let eps_hat = c.v.shallow_clone();
         match (flow, labels) {
             (GradientFlow::ToStructure, _) | (GradientFlow::Both, true) => {
                 check(|x| run(&x[0], &c.pos, &params), &[eps_hat])?
             }
-            (GradientFlow::ToEnergy, _) => check(|x| run(&eps_hat, &x[0], &x[1]), &[c.pos.shallow_clone(), params])?,
+            // The clean structure is a constant under ToEnergy: only the energy's parameters move.
+            (GradientFlow::ToEnergy, _) => check(|x| run(&eps_hat, &c.pos, &x[0]), &[params])?,
             (GradientFlow::Both, false) => {
                 check(|x| run(&x[0], &x[1], &x[2]), &[eps_hat, c.pos.shallow_clone(), params])?
             }

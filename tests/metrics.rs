@@ -559,19 +559,19 @@ fn energy_mae_by_hand() -> Result<()> {
     let layout = BatchLayout::from_counts(&[1, 2, 3, 4], Device::Cpu)?;
     let pred = Tensor::from_slice(&[1.0f64, -2.0, 3.5, 0.0]).set_requires_grad(true);
     let target = Tensor::from_slice(&[0.5f64, -1.0, 3.0, 2.0]);
-    let mae = energy_mae(&pred, &target, &layout, None)?;
+    let mae = energy_mae(&pred, &target, None, &layout)?;
     assert!(!mae.requires_grad());
     assert!((mae.double_value(&[]) - (0.5 + 1.0 + 0.5 + 2.0) / 4.0).abs() < 1e-15);
     // Masked: molecules 1 and 3 only; unlabelled targets may hold NaN.
     let target_nan = Tensor::from_slice(&[f64::NAN, -1.0, f64::NAN, 2.0]);
     let mask = Tensor::from_slice(&[false, true, false, true]);
-    let masked = energy_mae(&pred, &target_nan, &layout, Some(&mask))?;
+    let masked = energy_mae(&pred, &target_nan, Some(&mask), &layout)?;
     assert!((masked.double_value(&[]) - (1.0 + 2.0) / 2.0).abs() < 1e-15);
     // Not per atom: molecule size does not scale the error.
     let single = Tensor::from_slice(&[false, false, false, true]);
-    assert!((energy_mae(&pred, &target, &layout, Some(&single))?.double_value(&[]) - 2.0).abs() < 1e-15);
+    assert!((energy_mae(&pred, &target, Some(&single), &layout)?.double_value(&[]) - 2.0).abs() < 1e-15);
     let none = Tensor::from_slice(&[false; 4]);
-    let empty = energy_mae(&pred, &target, &layout, Some(&none))?;
+    let empty = energy_mae(&pred, &target, Some(&none), &layout)?;
     assert_eq!(empty.double_value(&[]), 0.0);
     Ok(())
 }

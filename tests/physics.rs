@@ -7,7 +7,8 @@ mod common;
 use common::{raw_case, rotation, shuffled, single_thread, Morse};
 use physcon::diffusion::{q_sample_with, NoiseSchedule};
 use physcon::losses::{
-    denoising_loss, force_loss, EnergyLoss, Forces, GradientFlow, OptimalityLoss, ScoreConsistency,
+    DenoisingLoss, EnergyDescentLoss, EnergyLoss, ForceLoss, Forces, GradientFlow, ScoreConsistency,
+    StationarityLoss,
 };
 use physcon::testing::{PairEnergy, PairPotential};
 use physcon::{BatchLayout, EnergyModel, Result};
@@ -39,18 +40,13 @@ fn optimality_vanishes_at_the_minimum_and_only_there() -> Result<()> {
     let layout = BatchLayout::from_counts(&[2], Device::Cpu)?;
     for potential in POTENTIALS {
         let energy = PairEnergy::new(potential, &layout)?;
-        let loss = OptimalityLoss::stationarity();
-        let at_min = loss.forward(
-            &energy,
-            &diatomic(potential.minimum(), [1.0, 2.0, -0.5]),
-            None,
-            &layout,
-        )?;
+        let loss = StationarityLoss::new();
+        let at_min = loss.forward(&energy, &diatomic(potential.minimum(), [1.0, 2.0, -0.5]), &layout)?;
         assert!(at_min.double_value(&[]) < 1e-24, "{potential:?}: {at_min}");
         for factor in [0.93, 1.08, 1.3] {
             let r = potential.minimum() * factor;
             let value = loss
-                .forward(&energy, &diatomic(r, [0.2, -1.0, 0.4]), None, &layout)?
+                .forward(&energy, &diatomic(r, [0.2, -1.0, 0.4]), &layout)?
                 .double_value(&[]);
             // Two atoms, each with |dE/dr_i| = |phi'(r)|: L = phi'(r)^2.
             let expected = potential.derivatives(r)[1].powi(2);
@@ -66,14 +62,14 @@ fn optimality_vanishes_at_the_minimum_and_only_there() -> Result<()> {
     let h = 1.5 * 3f64.sqrt() / 2.0;
     let triangle = Tensor::from_slice(&[0.0, 0.0, 0.0, 1.5, 0.0, 0.0, 0.75, h, 0.0]).reshape([3, 3]);
     assert!(
-        OptimalityLoss::stationarity()
-            .forward(&energy, &triangle, None, &layout)?
+        StationarityLoss::new()
+            .forward(&energy, &triangle, &layout)?
             .double_value(&[])
             < 1e-24
     );
     assert!(
-        OptimalityLoss::stationarity()
-            .forward(&energy, &(&triangle * 1.1), None, &layout)?
+        StationarityLoss::new()
+            .forward(&energy, &(&triangle * 1.1), &layout)?
             .double_value(&[])
             > 1e-3
     );
@@ -87,19 +83,18 @@ fn energy_descent_reads_as_the_per_atom_gap() -> Result<()> {
     for potential in POTENTIALS {
         let energy = PairEnergy::new(potential, &layout)?;
         let (r, r_ref) = (potential.minimum() * 1.2, potential.minimum());
-        let loss = OptimalityLoss::energy_descent();
+        let loss = EnergyDescentLoss::new();
         let value = loss.forward(
             &energy,
             &diatomic(r, [1.0, 0.0, 0.0]),
-            Some(&diatomic(r_ref, [0.0, 1.0, 0.0])),
+            &diatomic(r_ref, [0.0, 1.0, 0.0]),
             &layout,
         )?;
         let expected = (potential.derivatives(r)[0] - potential.derivatives(r_ref)[0]) / 2.0;
         assert!((value.double_value(&[]) - expected).abs() < 1e-12);
         let same = diatomic(r, [1.0, 0.0, 0.0]);
         assert_eq!(
-            loss.forward(&energy, &same, Some(&same), &layout)?
-                .double_value(&[]),
+            loss.forward(&energy, &same, &same, &layout)?.double_value(&[]),
             0.0
         );
     }
@@ -122,7 +117,7 @@ proptest! {
         let energy = PairEnergy::new(potential, &layout).unwrap();
         let r = potential.minimum() * factor;
         let x = diatomic(r, axis).set_requires_grad(true);
-        let loss = OptimalityLoss::stationarity().forward(&energy, &x, None, &layout).unwrap();
+        let loss = StationarityLoss::new().forward(&energy, &x, &layout).unwrap();
         loss.backward();
         let [_, d1, d2] = potential.derivatives(r);
         let bond = x.get(0) - x.get(1);
@@ -164,10 +159,25 @@ fn score_consistency_vanishes_when_the_score_is_force_over_kt() -> Result<()> {
     let ratio = noised.level().sigma() / noised.level().alpha() * (k / kt);
     let eps_star = layout.centre(&clean)? * layout.expand(&ratio)?.unsqueeze(1);
     let loss = ScoreConsistency::new(kt)?;
-    let zero = loss.forward(&eps_star, &noised, Forces::Model(&energy), &layout)?;
+    let zero = loss.forward(
+        &eps_star,
+        noised.level(),
+        Forces::Model {
+            energy: &energy,
+            at: noised.x0(),
+        },
+        &layout,
+    )?;
     assert!(zero.double_value(&[]) < 1e-24, "{zero}");
-    let off =
-        ScoreConsistency::new(2.0 * kt)?.forward(&eps_star, &noised, Forces::Model(&energy), &layout)?;
+    let off = ScoreConsistency::new(2.0 * kt)?.forward(
+        &eps_star,
+        noised.level(),
+        Forces::Model {
+            energy: &energy,
+            at: noised.x0(),
+        },
+        &layout,
+    )?;
     // Halving the target: L = mean_b (1/n_b) sum_i |eps*_i / 2|^2.
     let expected = layout
         .mean(&(&eps_star / 2.0).square().sum_dim_intlist(1, false, Kind::Double))?
@@ -207,8 +217,11 @@ fn score_consistency_is_minimised_by_the_true_noised_score() -> Result<()> {
         let value_at = |c: &Tensor| -> Result<f64> {
             let loss = ScoreConsistency::new(kt)?.forward(
                 &(&eps_true * c),
-                &noised,
-                Forces::Model(&energy),
+                noised.level(),
+                Forces::Model {
+                    energy: &energy,
+                    at: noised.x0(),
+                },
                 &layout,
             )?;
             Ok(loss.double_value(&[]))
@@ -244,15 +257,23 @@ fn loss_values(layout: &BatchLayout, f: &Fields) -> Result<Vec<f64>> {
     let losses = [
         EnergyLoss::default()
             .per_atom(true)
-            .forward(&f.p, &f.q, layout, Some(&f.mask))?,
-        force_loss(&f.u, &f.v, layout, Some(&f.mask))?,
-        denoising_loss(&f.u, &f.v, layout)?,
-        OptimalityLoss::stationarity().forward(&energy, &generated, None, layout)?,
-        OptimalityLoss::energy_descent().forward(&energy, &generated, Some(&f.pos), layout)?,
-        ScoreConsistency::new(0.4)?.forward(&f.v, &noised, Forces::Model(&energy), layout)?,
+            .forward(&f.p, &f.q, Some(&f.mask), layout)?,
+        ForceLoss::new().forward(&f.u, &f.v, Some(&f.mask), layout)?,
+        DenoisingLoss::new().forward(&f.u, &f.v, layout)?,
+        StationarityLoss::new().forward(&energy, &generated, layout)?,
+        EnergyDescentLoss::new().forward(&energy, &generated, &f.pos, layout)?,
+        ScoreConsistency::new(0.4)?.forward(
+            &f.v,
+            noised.level(),
+            Forces::Model {
+                energy: &energy,
+                at: noised.x0(),
+            },
+            layout,
+        )?,
         ScoreConsistency::new(0.4)?.flow(GradientFlow::Both).forward(
             &f.v,
-            &noised,
+            noised.level(),
             Forces::Labels(&f.u),
             layout,
         )?,

@@ -171,7 +171,7 @@ impl NoiseSchedule {
         let table = Tensor::from_slice(&self.alpha_bar).f_to_device(t.device())?;
         let abar = table.f_index_select(0, t)?;
         Ok(NoiseLevel {
-            t: t.shallow_clone(),
+            t: Some(t.shallow_clone()),
             alpha: abar.f_sqrt()?.f_to_kind(kind)?,
             sigma: abar.f_neg()?.f_add_scalar(1.0)?.f_sqrt()?.f_to_kind(kind)?,
         })
@@ -194,10 +194,16 @@ impl NoiseSchedule {
     }
 }
 
-/// The noise level of each molecule: step `t: [B]`, `a_t: [B]`, `s_t: [B]`.
+/// The noise level of each molecule: signal scale `a: [B]` and noise scale `s: [B]`
+/// of `R_t = a R_0 + s eps`, and the step `t: [B]` when a [`NoiseSchedule`] made it.
+///
+/// Made by [`NoiseSchedule::level`] for physcon's own diffusion, or from the
+/// user's own noising: [`NoiseLevel::new`] for any `(a, s)` (a variance-preserving
+/// schedule of their own, `a² + s² = 1`), [`NoiseLevel::sigma_only`] for a
+/// variance-exploding (EDM-style) `R_sigma = R_0 + sigma eps`, which is `a = 1`.
 #[derive(Debug)]
 pub struct NoiseLevel {
-    t: Tensor,
+    t: Option<Tensor>,
     alpha: Tensor,
     sigma: Tensor,
 }
@@ -205,7 +211,7 @@ pub struct NoiseLevel {
 impl Clone for NoiseLevel {
     fn clone(&self) -> Self {
         Self {
-            t: self.t.shallow_clone(),
+            t: self.t.as_ref().map(Tensor::shallow_clone),
             alpha: self.alpha.shallow_clone(),
             sigma: self.sigma.shallow_clone(),
         }
@@ -213,9 +219,78 @@ impl Clone for NoiseLevel {
 }
 
 impl NoiseLevel {
-    /// Steps `[B]` (i64).
-    pub fn t(&self) -> &Tensor {
-        &self.t
+    /// The level `R_t = alpha R_0 + sigma eps` of a user's own diffusion, per molecule.
+    ///
+    /// ```
+    /// # fn main() -> physcon::Result<()> {
+    /// use physcon::diffusion::NoiseLevel;
+    /// use tch::Tensor;
+    /// // A variance-preserving level of one's own: a = cos(u), s = sin(u).
+    /// let u = Tensor::from_slice(&[0.01f64, 0.05]);
+    /// let level = NoiseLevel::new(&u.cos(), &u.sin())?;
+    /// assert!(level.t().is_none());
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Shapes
+    /// `alpha`, `sigma`: `[B]`, one float dtype and device (that of the coordinates they scale).
+    ///
+    /// # Errors
+    /// [`Error::Dtype`], [`Error::Shape`], [`Error::Device`] for `alpha` or `sigma`;
+    /// [`Error::InvalidArgument`] unless every value is positive and finite (one host read).
+    pub fn new(alpha: &Tensor, sigma: &Tensor) -> Result<Self> {
+        check::float("alpha", alpha)?;
+        if alpha.dim() != 1 || alpha.size()[0] == 0 {
+            return Err(Error::Shape {
+                arg: "alpha",
+                expected: "[B] with B >= 1".into(),
+                got: alpha.size(),
+            });
+        }
+        check::float("sigma", sigma)?;
+        check::same_kind("sigma", sigma, alpha.kind())?;
+        check::shape("sigma", sigma, &alpha.size(), "[B], as alpha")?;
+        if sigma.device() != alpha.device() {
+            return Err(Error::Device {
+                arg: "sigma",
+                expected: alpha.device(),
+                got: sigma.device(),
+            });
+        }
+        let (alpha, sigma) = (alpha.detach(), sigma.detach());
+        let stats = [alpha.f_min()?, sigma.f_min()?, alpha.f_max()?, sigma.f_max()?]
+            .iter()
+            .map(|t| Ok(t.f_to_kind(Kind::Double)?))
+            .collect::<Result<Vec<_>>>()?;
+        let stats = Vec::<f64>::try_from(Tensor::f_stack(&stats, 0)?.f_to_device(tch::Device::Cpu)?)?;
+        for (arg, low, high) in [("alpha", stats[0], stats[2]), ("sigma", stats[1], stats[3])] {
+            if !(low > 0.0 && high.is_finite()) {
+                return Err(Error::InvalidArgument {
+                    arg,
+                    reason: format!("every value must be positive and finite (range {low} to {high})"),
+                });
+            }
+        }
+        Ok(Self {
+            t: None,
+            alpha,
+            sigma,
+        })
+    }
+
+    /// The level `R_sigma = R_0 + sigma eps` of a variance-exploding (sigma-only,
+    /// EDM-style) diffusion: [`NoiseLevel::new`] with `alpha = 1`.
+    ///
+    /// # Errors
+    /// As [`NoiseLevel::new`], for `sigma`.
+    pub fn sigma_only(sigma: &Tensor) -> Result<Self> {
+        check::float("sigma", sigma)?;
+        Self::new(&sigma.f_ones_like()?, sigma)
+    }
+
+    /// Steps `[B]` (i64), when a [`NoiseSchedule`] made the level.
+    pub fn t(&self) -> Option<&Tensor> {
+        self.t.as_ref()
     }
 
     /// Signal scales `a_t: [B]`.
@@ -239,9 +314,11 @@ impl NoiseLevel {
     }
 
     /// The level fits the layout and the dtype of the coordinates it scales.
+    ///
+    /// Metadata only: the values were checked when the level was made.
     pub(crate) fn check(&self, layout: &BatchLayout, kind: Kind) -> Result<()> {
         for (arg, t) in [("level.alpha", &self.alpha), ("level.sigma", &self.sigma)] {
-            check::molecules(arg, t, layout)?;
+            check::float_meta(arg, t, layout, &[layout.num_molecules()], "[B]")?;
             check::same_kind(arg, t, kind)?;
         }
         Ok(())

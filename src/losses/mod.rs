@@ -1,16 +1,28 @@
-//! Losses: free functions and small config structs, one file per family.
+//! Losses, one convention for all of them.
 //!
-//! Every loss returns a scalar tensor that keeps its autograd graph, reduces
-//! per molecule first (mean over its atoms) and then over molecules, and
-//! checks its inputs (shape, dtype, device, finiteness) before touching them.
+//! Every loss is a small value type: built once with its settings validated
+//! (`new(..)`, which returns [`crate::Result`] when a setting can be wrong),
+//! refined by chainable setters whose arguments cannot be invalid
+//! ([`GradientFlow`], [`Checks`], ...), then called per batch:
 //!
-//! | loss | formula | units |
+//! - `forward(inputs.., layout)`: the scalar loss, reduced per molecule first
+//!   (mean over its atoms) and then over molecules, with its autograd graph;
+//! - `forward_per_molecule(inputs.., layout)`: the same before the last
+//!   reduction, a [`PerMolecule`] of `[B]` values for logging, masking and
+//!   weighting ([`PerMolecule::weighted_mean`]); its `mean()` equals `forward`
+//!   in value and gradient.
+//!
+//! Inputs come first, the [`crate::BatchLayout`] last. Inputs are checked for
+//! shape, dtype, device and finiteness (see [`Checks`] for the cost).
+//!
+//! | loss | formula per molecule `b` | units |
 //! |---|---|---|
-//! | [`EnergyLoss`] | `mean_b l((E_pred - E_ref)_b [/ n_b])` | eV (or eV/atom), squared for MSE |
-//! | [`force_loss`] | `mean_b (1/3n_b) sum_i ||F_pred,i - F_ref,i||^2` | eV²/Å² |
-//! | [`denoising_loss`] | `mean_b (1/n_b) sum_i ||eps_hat_i - eps_i||^2` | dimensionless |
-//! | [`OptimalityLoss`] | see [`Optimality`] | eV²/Å² or eV/atom |
-//! | [`ScoreConsistency`] | `mean_b (1/n_b) sum_i ||eps_hat_i - eps*_i||^2`, `eps* = -(s_t/a_t) F/kT` | dimensionless |
+//! | [`EnergyLoss`] | `l((E_pred - E_ref)_b [/ n_b])` | eV (or eV/atom), squared for MSE |
+//! | [`ForceLoss`] | `(1/3n_b) sum_i ||F_pred,i - F_ref,i||^2` | eV²/Å² |
+//! | [`DenoisingLoss`] | `(1/n_b) sum_i ||eps_hat_i - eps_i||^2` | dimensionless |
+//! | [`StationarityLoss`] | `(1/n_b) sum_i ||dE(R_hat)/dR_hat_i||^2` | eV²/Å² |
+//! | [`EnergyDescentLoss`] | `(E(R_hat_b) - sg E(R_ref,b)) / n_b` | eV/atom |
+//! | [`ScoreConsistency`] | `(1/n_b) sum_i ||eps_hat_i - eps*_i||^2`, `eps* = -(s/a) F/kT` | dimensionless |
 //!
 //! [`LossTerms`] combines named, weighted terms and keeps a detached breakdown for logging.
 
@@ -20,11 +32,142 @@ mod score;
 mod supervised;
 mod terms;
 
-pub use denoising::denoising_loss;
-pub use optimality::{Optimality, OptimalityLoss};
+use tch::Tensor;
+
+pub use crate::check::Checks;
+pub use denoising::DenoisingLoss;
+pub use optimality::{EnergyDescentLoss, StationarityLoss};
 pub use score::{score_target, Forces, ScoreConsistency};
-pub use supervised::{force_loss, EnergyLoss, EnergyMetric};
+pub use supervised::{EnergyLoss, EnergyMetric, ForceLoss};
 pub use terms::{LossTerms, TermValue};
+
+use crate::batch::BatchLayout;
+use crate::check;
+use crate::error::{Error, Result};
+
+/// A loss before its reduction over molecules: one value per molecule, `[B]`.
+///
+/// For a loss with a label mask, [`PerMolecule::labelled`] says which values
+/// count; the others are zero and leave every reduction (their labels may be
+/// NaN placeholders). The values keep their autograd graph.
+///
+/// ```
+/// # fn main() -> physcon::Result<()> {
+/// use physcon::{losses::EnergyLoss, BatchLayout};
+/// use tch::{Device, Tensor};
+/// let layout = BatchLayout::from_counts(&[1, 1, 1], Device::Cpu)?;
+/// let pred = Tensor::from_slice(&[1.0f64, 2.0, 3.0]);
+/// let target = Tensor::from_slice(&[0.0f64, f64::NAN, 0.0]);
+/// let labelled = Tensor::from_slice(&[true, false, true]);
+/// let per = EnergyLoss::default().forward_per_molecule(&pred, &target, Some(&labelled), &layout)?;
+/// assert_eq!(Vec::<f64>::try_from(per.values())?, vec![1.0, 0.0, 9.0]);
+/// assert_eq!(per.mean()?.double_value(&[]), 5.0);
+/// // Weights count only where labelled: (1 * 1 + 3 * 9) / (1 + 3).
+/// let w = Tensor::from_slice(&[1.0f64, 100.0, 3.0]);
+/// assert_eq!(per.weighted_mean(&w)?.double_value(&[]), 7.0);
+/// # Ok(()) }
+/// ```
+#[derive(Debug)]
+pub struct PerMolecule {
+    values: Tensor,
+    labelled: Option<Tensor>,
+    checks: Checks,
+}
+
+impl PerMolecule {
+    /// Values `[B]`, zeroed where `labelled` is false.
+    pub(crate) fn new(values: Tensor, labelled: Option<&Tensor>, checks: Checks) -> Result<Self> {
+        let values = match labelled {
+            None => values,
+            Some(mask) => values.f_where_self(mask, &values.f_zeros_like()?)?,
+        };
+        Ok(Self {
+            values,
+            labelled: labelled.map(Tensor::shallow_clone),
+            checks,
+        })
+    }
+
+    /// The per-molecule values `[B]` (zero where unlabelled).
+    pub fn values(&self) -> &Tensor {
+        &self.values
+    }
+
+    /// Which molecules carry the label (`[B]` bool), or `None` when all do.
+    pub fn labelled(&self) -> Option<&Tensor> {
+        self.labelled.as_ref()
+    }
+
+    /// The values `[B]`, dropping the mask.
+    pub fn into_values(self) -> Tensor {
+        self.values
+    }
+
+    /// `sum_b m_b l_b / max(sum_b m_b, 1)`: the mean over labelled molecules
+    /// (all without a mask). With no labelled molecule, a zero that keeps the graph.
+    ///
+    /// # Errors
+    /// Only libtorch's.
+    pub fn mean(&self) -> Result<Tensor> {
+        let kind = self.values.kind();
+        match &self.labelled {
+            None => Ok(self.values.f_mean(kind)?),
+            Some(mask) => {
+                let count = mask.f_sum(kind)?.f_clamp_min(1.0)?;
+                Ok(self.values.f_sum(kind)?.f_div(&count)?)
+            }
+        }
+    }
+
+    /// `sum_b w_b m_b l_b / sum_b w_b m_b`: the weighted mean over labelled
+    /// molecules, for per-molecule importance (dataset or level weights). When
+    /// no labelled molecule has weight, a zero that keeps the graph.
+    ///
+    /// # Shapes
+    /// `weights`: `[B]`, the dtype and device of the values, finite and `>= 0`.
+    ///
+    /// # Errors
+    /// [`Error::Shape`], [`Error::Dtype`], [`Error::Device`] for `weights`;
+    /// [`Error::InvalidArgument`] for a negative or non-finite weight (unless the
+    /// loss was built with [`Checks::Metadata`]; the test costs one host read).
+    pub fn weighted_mean(&self, weights: &Tensor) -> Result<Tensor> {
+        let kind = self.values.kind();
+        check::float("weights", weights)?;
+        check::same_kind("weights", weights, kind)?;
+        check::shape("weights", weights, &self.values.size(), "[B]")?;
+        if weights.device() != self.values.device() {
+            return Err(Error::Device {
+                arg: "weights",
+                expected: self.values.device(),
+                got: weights.device(),
+            });
+        }
+        if self.checks == Checks::Full && self.values.numel() > 0 {
+            let low = weights.f_min()?.f_to_kind(tch::Kind::Double)?;
+            let total = weights.f_sum(tch::Kind::Double)?;
+            let [low, total] = <[f64; 2]>::try_from(Vec::<f64>::try_from(
+                Tensor::f_stack(&[low, total], 0)?.f_to_device(tch::Device::Cpu)?,
+            )?)
+            .unwrap_or([f64::NAN; 2]);
+            if !(low >= 0.0 && total.is_finite()) {
+                return Err(Error::InvalidArgument {
+                    arg: "weights",
+                    reason: format!("must be finite and >= 0 (smallest {low}, sum {total})"),
+                });
+            }
+        }
+        // Weights are constants, like labels, even when they carry a graph.
+        let weights = weights.detach();
+        let weights = match &self.labelled {
+            None => weights,
+            Some(mask) => weights.f_where_self(mask, &weights.f_zeros_like()?)?,
+        };
+        let total = weights.f_sum(kind)?;
+        let one = total.f_ones_like()?;
+        let total = total.f_where_self(&total.f_gt(0.0)?, &one)?;
+        Ok(self.values.f_mul(&weights)?.f_sum(kind)?.f_div(&total)?)
+    }
+}
 
 /// Which models a consistency loss trains.
 ///
@@ -44,37 +187,26 @@ pub enum GradientFlow {
     ToEnergy,
 }
 
-/// `value.detach() + (v * (x - x.detach())).sum()`: a scalar whose value is
-/// `value` and whose gradient with respect to `x` is `v`, with no path to
-/// anything else `value` was computed from.
+/// A tensor whose value is `value` and whose gradient with respect to `x` is
+/// `v`, with no path to anything else `value` was computed from:
+/// `value.detach() + sum(v * (x - x.detach()))`, the sum taken over every atom
+/// for a scalar `value` and per molecule for a `[B]` one.
 ///
 /// This is the exact frozen-teacher recipe: `v` was taken on a detached leaf
-/// copy of `x`, so no parameter of the teacher ever sees a gradient.
-pub(crate) fn surrogate(value: &tch::Tensor, v: &tch::Tensor, x: &tch::Tensor) -> crate::Result<tch::Tensor> {
+/// copy of `x`, so no parameter of the teacher ever sees a gradient. Per
+/// molecule it is exact when molecules do not interact (no gradient leaks
+/// between molecules of a batch).
+pub(crate) fn surrogate(value: &Tensor, v: &Tensor, x: &Tensor, layout: &BatchLayout) -> Result<Tensor> {
     let value = value.detach();
     if !x.requires_grad() {
         return Ok(value);
     }
     let delta = x.f_sub(&x.detach())?;
-    let link = v.detach().f_mul(&delta)?.f_sum(value.kind())?;
+    let product = v.detach().f_mul(&delta)?;
+    let link = if value.dim() == 0 {
+        product.f_sum(value.kind())?
+    } else {
+        layout.sum_unchecked(&product.f_sum_dim_intlist(1, false, value.kind())?)?
+    };
     Ok(value.f_add(&link)?)
-}
-
-/// Masked mean over molecules: `sum_b m_b l_b / max(sum_b m_b, 1)`.
-///
-/// A batch with no labelled molecule gives a zero that keeps the graph.
-pub(crate) fn masked_mean(
-    per_molecule: &tch::Tensor,
-    mask: Option<&tch::Tensor>,
-) -> crate::Result<tch::Tensor> {
-    let kind = per_molecule.kind();
-    match mask {
-        None => Ok(per_molecule.f_mean(kind)?),
-        Some(mask) => {
-            let zeros = per_molecule.f_zeros_like()?;
-            let kept = per_molecule.f_where_self(mask, &zeros)?;
-            let count = mask.f_sum(kind)?.f_clamp_min(1.0)?;
-            Ok(kept.f_sum(kind)?.f_div(&count)?)
-        }
-    }
 }

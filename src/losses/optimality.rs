@@ -1,49 +1,33 @@
 use tch::Tensor;
 
 use crate::batch::BatchLayout;
-use crate::check;
+use crate::check::{self, Checks, Finite};
 use crate::energy::{energy_and_grad, evaluate, grad_or_zeros, leaf_copy, EnergyModel};
-use crate::error::{Error, Result};
-use crate::losses::{surrogate, GradientFlow};
+use crate::error::Result;
+use crate::losses::{surrogate, GradientFlow, PerMolecule};
 
-/// The two forms of optimality consistency (equilibrium = energy minimum).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum Optimality {
-    /// The literal law: the energy gradient vanishes at equilibrium.
-    ///
-    /// ```text
-    /// L = mean_b (1/n_b) sum_{i in b} || dE(R_hat)/dR_hat_i ||^2        [eV²/Å²]
-    /// ```
-    ///
-    /// Zero exactly at stationary points of the predicted energy (saddles
-    /// included). Its gradient is a Hessian-vector product: the energy model
-    /// must be twice differentiable.
-    #[default]
-    Stationarity,
-    /// First order: push the structure downhill on the predicted energy.
-    ///
-    /// ```text
-    /// L = mean_b (1/n_b) ( E(R_hat_b) - sg(E(R_ref_b)) )                [eV/atom]
-    /// ```
-    ///
-    /// `sg` stops the gradient; the value reads as a per-atom energy gap to
-    /// the reference structure. Needs no double backward.
-    EnergyDescent,
-}
-
-/// Optimality consistency: a generated structure should be a minimum of the predicted energy.
+/// Optimality consistency, the literal law: the energy gradient vanishes at equilibrium.
 ///
-/// The form is an explicit choice ([`Optimality`]); the [`GradientFlow`] says
-/// which model learns. With the default [`GradientFlow::ToStructure`] the
-/// energy model is an exact frozen teacher: the loss is evaluated on a
-/// detached leaf copy `R'` of the structure, `v = dL/dR'` is taken with
-/// autograd restricted to `R'`, and the returned scalar has the value `L` and
-/// the gradient `v` with respect to the structure, so no energy parameter
-/// receives gradient even when both heads share an encoder.
+/// ```text
+/// L = mean_b (1/n_b) sum_{i in b} || dE(R_hat)/dR_hat_i ||^2        [eV²/Å²]
+/// ```
+///
+/// Zero exactly at stationary points of the predicted energy (saddles
+/// included). Its gradient is a Hessian-vector product: the energy model must
+/// be twice differentiable (SiLU, not ReLU). For the first-order form see
+/// [`EnergyDescentLoss`].
+///
+/// The [`GradientFlow`] says which model learns. With the default
+/// [`GradientFlow::ToStructure`] the energy model is an exact frozen teacher:
+/// the loss is evaluated on a detached leaf copy `R'` of the structure,
+/// `v = dL/dR'` is taken with autograd restricted to `R'`, and the returned
+/// value has the value `L` and the gradient `v` with respect to the structure,
+/// so no energy parameter receives gradient even when both heads share an
+/// encoder.
 ///
 /// ```
 /// # fn main() -> physcon::Result<()> {
-/// use physcon::losses::{GradientFlow, OptimalityLoss};
+/// use physcon::losses::{GradientFlow, StationarityLoss};
 /// use physcon::BatchLayout;
 /// use tch::{Device, Kind, Tensor};
 /// let layout = BatchLayout::from_counts(&[2], Device::Cpu)?;
@@ -53,8 +37,7 @@ pub enum Optimality {
 ///     Ok((r - 1.0).square().reshape([1]))
 /// };
 /// let stretched = Tensor::from_slice(&[0.0f64, 0., 0., 1.5, 0., 0.]).reshape([2, 3]).set_requires_grad(true);
-/// let loss = OptimalityLoss::stationarity().flow(GradientFlow::ToStructure)
-///     .forward(&bond, &stretched, None, &layout)?;
+/// let loss = StationarityLoss::new().flow(GradientFlow::ToStructure).forward(&bond, &stretched, &layout)?;
 /// // |dE/dr| = 2 * 0.5 = 1 eV/Å on each atom: L = (1 + 1) / 2.
 /// assert!((loss.double_value(&[]) - 1.0).abs() < 1e-12);
 /// loss.backward();
@@ -62,125 +45,238 @@ pub enum Optimality {
 /// # Ok(()) }
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct OptimalityLoss {
-    /// Which form of the law.
-    pub form: Optimality,
-    /// Which model receives gradient.
-    pub flow: GradientFlow,
+pub struct StationarityLoss {
+    flow: GradientFlow,
+    checks: Checks,
 }
 
-impl OptimalityLoss {
-    /// The [`Optimality::Stationarity`] form, flow [`GradientFlow::ToStructure`].
-    pub fn stationarity() -> Self {
-        Self {
-            form: Optimality::Stationarity,
-            flow: GradientFlow::default(),
-        }
+impl StationarityLoss {
+    /// The stationarity loss, flow [`GradientFlow::ToStructure`].
+    pub fn new() -> Self {
+        Self::default()
     }
 
-    /// The [`Optimality::EnergyDescent`] form, flow [`GradientFlow::ToStructure`].
-    pub fn energy_descent() -> Self {
-        Self {
-            form: Optimality::EnergyDescent,
-            flow: GradientFlow::default(),
-        }
-    }
-
-    /// Sets the gradient flow.
+    /// Sets which model receives gradient.
     pub fn flow(mut self, flow: GradientFlow) -> Self {
         self.flow = flow;
         self
     }
 
-    /// The loss of `structure` under `energy`.
+    /// How much of the inputs' values is checked (see [`Checks`]).
+    pub fn checks(mut self, checks: Checks) -> Self {
+        self.checks = checks;
+        self
+    }
+
+    /// The scalar loss of `structure` under `energy`.
     ///
-    /// `reference` is the structure whose (stopped) energy
-    /// [`Optimality::EnergyDescent`] subtracts; it is required there and must
-    /// be `None` for [`Optimality::Stationarity`], so a misplaced argument is
-    /// caught rather than ignored.
+    /// # Errors
+    /// As [`StationarityLoss::forward_per_molecule`].
+    pub fn forward<E: EnergyModel + ?Sized>(
+        &self,
+        energy: &E,
+        structure: &Tensor,
+        layout: &BatchLayout,
+    ) -> Result<Tensor> {
+        self.run(energy, structure, layout, Reduce::Mean)
+    }
+
+    /// `(1/n_b) sum_{i in b} ||dE/dR_hat_i||^2` of every molecule.
+    ///
+    /// # Shapes
+    /// `structure`: `[N, 3]` (Å); `energy` maps `[N, 3]` to `[B]` (eV).
+    ///
+    /// # Errors
+    /// [`crate::Error::Shape`], [`crate::Error::Dtype`], [`crate::Error::Device`], [`crate::Error::NonFinite`]
+    /// for the structure or the energy's output or gradient; [`crate::Error::NoGraph`]
+    /// when the energy does not depend on the positions through autograd.
+    pub fn forward_per_molecule<E: EnergyModel + ?Sized>(
+        &self,
+        energy: &E,
+        structure: &Tensor,
+        layout: &BatchLayout,
+    ) -> Result<PerMolecule> {
+        let values = self.run(energy, structure, layout, Reduce::None)?;
+        PerMolecule::new(values, None, self.checks)
+    }
+
+    fn run<E: EnergyModel + ?Sized>(
+        &self,
+        energy: &E,
+        structure: &Tensor,
+        layout: &BatchLayout,
+        reduce: Reduce,
+    ) -> Result<Tensor> {
+        let mut finite = Finite::new(self.checks);
+        finite.atoms3("structure", structure, layout)?;
+        let value = with_flow(self.flow, structure, layout, reduce, &mut finite, |x, finite| {
+            let (_, grad) = energy_and_grad(energy, x, layout, true, finite)?;
+            let per_atom = grad.f_square()?.f_sum_dim_intlist(1, false, x.kind())?;
+            layout.mean_unchecked(&per_atom)
+        })?;
+        finite.finish()?;
+        Ok(value)
+    }
+}
+
+/// Optimality consistency, first order: push the structure downhill on the predicted energy.
+///
+/// ```text
+/// L = mean_b (1/n_b) ( E(R_hat_b) - sg(E(R_ref_b)) )                [eV/atom]
+/// ```
+///
+/// `sg` stops the gradient; the value reads as a per-atom energy gap to the
+/// reference structure `R_ref` (e.g. the training structure the generated one
+/// was made from). Needs no double backward. The [`GradientFlow`] works as for
+/// [`StationarityLoss`].
+///
+/// ```
+/// # fn main() -> physcon::Result<()> {
+/// use physcon::losses::EnergyDescentLoss;
+/// use physcon::testing::{PairEnergy, PairPotential};
+/// use physcon::BatchLayout;
+/// use tch::{Device, Tensor};
+/// let layout = BatchLayout::from_counts(&[2], Device::Cpu)?;
+/// let bond = PairEnergy::new(PairPotential::Harmonic { k: 2.0, r0: 1.0 }, &layout)?;
+/// let at_rest = Tensor::from_slice(&[0.0f64, 0., 0., 1.0, 0., 0.]).reshape([2, 3]);
+/// let stretched = Tensor::from_slice(&[0.0f64, 0., 0., 1.5, 0., 0.]).reshape([2, 3]);
+/// let loss = EnergyDescentLoss::new().forward(&bond, &stretched, &at_rest, &layout)?;
+/// assert!((loss.double_value(&[]) - 0.25 / 2.0).abs() < 1e-12); // 0.25 eV over 2 atoms
+/// # Ok(()) }
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct EnergyDescentLoss {
+    flow: GradientFlow,
+    checks: Checks,
+}
+
+impl EnergyDescentLoss {
+    /// The energy-descent loss, flow [`GradientFlow::ToStructure`].
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Sets which model receives gradient.
+    pub fn flow(mut self, flow: GradientFlow) -> Self {
+        self.flow = flow;
+        self
+    }
+
+    /// How much of the inputs' values is checked (see [`Checks`]).
+    pub fn checks(mut self, checks: Checks) -> Self {
+        self.checks = checks;
+        self
+    }
+
+    /// The scalar loss of `structure` against `reference` under `energy`.
+    ///
+    /// # Errors
+    /// As [`EnergyDescentLoss::forward_per_molecule`].
+    pub fn forward<E: EnergyModel + ?Sized>(
+        &self,
+        energy: &E,
+        structure: &Tensor,
+        reference: &Tensor,
+        layout: &BatchLayout,
+    ) -> Result<Tensor> {
+        self.run(energy, structure, reference, layout, Reduce::Mean)
+    }
+
+    /// `(E(R_hat_b) - sg E(R_ref,b)) / n_b` of every molecule.
     ///
     /// # Shapes
     /// `structure`, `reference`: `[N, 3]` (Å), one float dtype; `energy` maps `[N, 3]` to `[B]` (eV).
     ///
     /// # Errors
-    /// [`Error::Shape`], [`Error::Dtype`], [`Error::Device`], [`Error::NonFinite`]
-    /// for the structures or the energy's output; [`Error::InvalidArgument`] for a
-    /// missing or misplaced `reference`; [`Error::NoGraph`] when the energy does
-    /// not depend on the positions through autograd (the stationarity form).
-    pub fn forward<E: EnergyModel + ?Sized>(
+    /// [`crate::Error::Shape`], [`crate::Error::Dtype`], [`crate::Error::Device`], [`crate::Error::NonFinite`]
+    /// for the structures or the energy's outputs.
+    pub fn forward_per_molecule<E: EnergyModel + ?Sized>(
         &self,
         energy: &E,
         structure: &Tensor,
-        reference: Option<&Tensor>,
+        reference: &Tensor,
         layout: &BatchLayout,
-    ) -> Result<Tensor> {
-        check::atoms3("structure", structure, layout)?;
-        let reference_energy = match (self.form, reference) {
-            (Optimality::Stationarity, None) => None,
-            (Optimality::Stationarity, Some(_)) => {
-                return Err(Error::InvalidArgument {
-                    arg: "reference",
-                    reason: "the stationarity form takes no reference structure".into(),
-                })
-            }
-            (Optimality::EnergyDescent, None) => {
-                return Err(Error::InvalidArgument {
-                    arg: "reference",
-                    reason: "the energy-descent form needs the reference structure R_ref".into(),
-                })
-            }
-            (Optimality::EnergyDescent, Some(reference)) => {
-                check::atoms3("reference", reference, layout)?;
-                check::same_kind("reference", reference, structure.kind())?;
-                let _guard = tch::no_grad_guard();
-                Some(evaluate(energy, reference, layout)?)
-            }
-        };
-        let value_at = |x: &Tensor| -> Result<Tensor> {
-            let value = self.value(energy, x, reference_energy.as_ref(), layout)?;
-            check::finite("optimality loss (the energy's gradient)", &value)?;
-            Ok(value)
-        };
-        match self.flow {
-            GradientFlow::Both => {
-                let x = if structure.requires_grad() {
-                    structure.shallow_clone()
-                } else {
-                    leaf_copy(structure)
-                };
-                value_at(&x)
-            }
-            GradientFlow::ToEnergy => value_at(&leaf_copy(structure)),
-            GradientFlow::ToStructure => {
-                let x = leaf_copy(structure);
-                let value = value_at(&x)?;
-                let v = grad_or_zeros(&value, &x, false)?;
-                surrogate(&value, &v, structure)
-            }
-        }
+    ) -> Result<PerMolecule> {
+        let values = self.run(energy, structure, reference, layout, Reduce::None)?;
+        PerMolecule::new(values, None, self.checks)
     }
 
-    /// The loss at `x` (which requires grad), with the graph of every path.
-    fn value<E: EnergyModel + ?Sized>(
+    fn run<E: EnergyModel + ?Sized>(
         &self,
         energy: &E,
-        x: &Tensor,
-        reference_energy: Option<&Tensor>,
+        structure: &Tensor,
+        reference: &Tensor,
         layout: &BatchLayout,
+        reduce: Reduce,
     ) -> Result<Tensor> {
-        match (self.form, reference_energy) {
-            (Optimality::EnergyDescent, Some(reference_energy)) => {
-                let e = evaluate(energy, x, layout)?;
-                let gap = e
-                    .f_sub(reference_energy)?
-                    .f_div(&layout.counts_as(x.kind(), 1)?)?;
-                Ok(gap.f_mean(x.kind())?)
-            }
-            _ => {
-                let (_, grad) = energy_and_grad(energy, x, layout, true)?;
-                let per_atom = grad.f_square()?.f_sum_dim_intlist(1, false, x.kind())?;
-                layout.molecule_mean_of_atoms(&per_atom)
-            }
+        let mut finite = Finite::new(self.checks);
+        finite.atoms3("structure", structure, layout)?;
+        finite.atoms3("reference", reference, layout)?;
+        check::same_kind("reference", reference, structure.kind())?;
+        let reference_energy = {
+            let _guard = tch::no_grad_guard();
+            evaluate(energy, reference, layout, &mut finite)?
+        };
+        let value = with_flow(self.flow, structure, layout, reduce, &mut finite, |x, finite| {
+            let e = evaluate(energy, x, layout, finite)?;
+            Ok(e.f_sub(&reference_energy)?
+                .f_div(&layout.counts_as(x.kind(), 1)?)?)
+        })?;
+        finite.finish()?;
+        Ok(value)
+    }
+}
+
+/// Whether a consistency loss returns its scalar or its per-molecule values.
+#[derive(Clone, Copy)]
+enum Reduce {
+    Mean,
+    None,
+}
+
+/// Evaluates `per_molecule` at the structure under the gradient flow, reduced
+/// as asked, and queues the result's finiteness check.
+///
+/// `per_molecule(x)` returns `[B]` with the graph of every path from `x`.
+fn with_flow(
+    flow: GradientFlow,
+    structure: &Tensor,
+    layout: &BatchLayout,
+    reduce: Reduce,
+    finite: &mut Finite,
+    per_molecule: impl Fn(&Tensor, &mut Finite) -> Result<Tensor>,
+) -> Result<Tensor> {
+    let mut value_at = |x: &Tensor| -> Result<Tensor> {
+        let values = per_molecule(x, finite)?;
+        let value = match reduce {
+            Reduce::Mean => values.f_mean(x.kind())?,
+            Reduce::None => values,
+        };
+        finite.add("optimality loss (the energy's gradient)", &value);
+        Ok(value)
+    };
+    match flow {
+        GradientFlow::Both => {
+            let x = if structure.requires_grad() {
+                structure.shallow_clone()
+            } else {
+                leaf_copy(structure)
+            };
+            value_at(&x)
+        }
+        GradientFlow::ToEnergy => value_at(&leaf_copy(structure)),
+        GradientFlow::ToStructure => {
+            let x = leaf_copy(structure);
+            let value = value_at(&x)?;
+            // Molecules do not interact, so the gradient of the sum holds each
+            // molecule's own gradient on its atoms.
+            let total = if value.dim() == 0 {
+                value.shallow_clone()
+            } else {
+                value.f_sum(value.kind())?
+            };
+            let v = grad_or_zeros(&total, &x, false)?;
+            surrogate(&value, &v, structure, layout)
         }
     }
 }

@@ -1,19 +1,24 @@
 use tch::Tensor;
 
 use crate::batch::BatchLayout;
-use crate::check;
-use crate::diffusion::{NoiseLevel, Noised};
+use crate::check::{self, Checks, Finite};
+use crate::diffusion::NoiseLevel;
 use crate::energy::{energy_and_grad, leaf_copy, EnergyModel};
 use crate::error::{Error, Result};
-use crate::losses::denoising::squared_error_per_atom_mean;
-use crate::losses::GradientFlow;
+use crate::losses::denoising::squared_error_per_molecule;
+use crate::losses::{GradientFlow, PerMolecule};
 
 /// Where score consistency takes the forces `F(R)` of the clean structure from.
 #[derive(Clone, Copy)]
 pub enum Forces<'a> {
-    /// `F = -dE/dR` of an energy model at the clean structure: the accurate
-    /// energy teaches the structure model (consistency proper).
-    Model(&'a dyn EnergyModel),
+    /// `F = -dE/dR` of an energy model at the clean structure `at` (`[N, 3]`, Å):
+    /// the accurate energy teaches the structure model (consistency proper).
+    Model {
+        /// The energy model.
+        energy: &'a dyn EnergyModel,
+        /// The clean structure `R_0` that was noised.
+        at: &'a Tensor,
+    },
     /// Force labels `[N, 3]` (eV/Å) of the clean structure: the supervised
     /// variant. Only [`GradientFlow::ToStructure`] makes sense with labels.
     Labels(&'a Tensor),
@@ -22,7 +27,10 @@ pub enum Forces<'a> {
 impl std::fmt::Debug for Forces<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Forces::Model(_) => f.write_str("Forces::Model(..)"),
+            Forces::Model { at, .. } => f
+                .debug_struct("Forces::Model")
+                .field("at", &at.size())
+                .finish_non_exhaustive(),
             Forces::Labels(t) => f.debug_tuple("Forces::Labels").field(&t.size()).finish(),
         }
     }
@@ -31,13 +39,14 @@ impl std::fmt::Debug for Forces<'_> {
 /// The noise-space target of score consistency.
 ///
 /// ```text
-/// eps* = -(s_t / a_t) F(R) / kT
+/// eps* = -(s / a) F(R) / kT
 /// ```
 ///
-/// for `R_t = a_t R + s_t eps`: under `p(R) ∝ exp(-E/kT)` the score of the
-/// clean distribution is `F/kT`, the score of the noised one is its
-/// conditional mean divided by `a_t`, and `eps = -s_t score`. `F` is made
-/// centre-of-mass free per molecule first. Dimensionless.
+/// for `R_t = a R + s eps`: under `p(R) ∝ exp(-E/kT)` the score of the clean
+/// distribution is `F/kT`, the score of the noised one at small noise is that
+/// score divided by `a`, and `eps = -s score`. For a variance-exploding
+/// noising `R_sigma = R + sigma eps` (`a = 1`) this is `eps* = -sigma F / kT`.
+/// `F` is made centre-of-mass free per molecule first. Dimensionless.
 ///
 /// # Shapes
 /// `forces`: `[N, 3]` (eV/Å); `level`: `[B]` per molecule; `kt` in eV (the unit of the energies).
@@ -61,33 +70,46 @@ fn target_unchecked(forces: &Tensor, level: &NoiseLevel, kt: f64, layout: &Batch
 /// Score consistency: the diffusion model's small-noise score must equal the energy model's force / kT.
 ///
 /// ```text
-/// L = mean_b (1/n_b) sum_{i in b} || eps_hat(R_t, t)_i - eps*_i ||^2,    eps* = -(s_t/a_t) F(R)/kT
+/// L = mean_b (1/n_b) sum_{i in b} || eps_hat(R_t, t)_i - eps*_i ||^2,    eps* = -(s/a) F(R)/kT
 /// ```
 ///
-/// the score-space error weighted by `s_t^2`, on the scale of the denoising
+/// the score-space error weighted by `s^2`, on the scale of the denoising
 /// loss. Dimensionless. `kT` is in the unit of the energies (eV;
-/// [`crate::Temperature`] converts kelvin). Draw `t` from a small-noise range
-/// and choose `kT` so that `s_t |F| / kT` is of order one.
+/// [`crate::Temperature`] converts kelvin). Draw the noise from a small-noise
+/// range and choose `kT` so that `s |F| / kT` is of order one.
+///
+/// Any diffusion works: pass the per-molecule [`NoiseLevel`] the noised
+/// structure was made with, from physcon's [`crate::diffusion::q_sample`]
+/// (`noised.level()`), or from the user's own noising:
+///
+/// | the user's noising | level | target |
+/// |---|---|---|
+/// | variance preserving, `R_t = a R + s eps` (own `a`, `s`) | [`NoiseLevel::new`]`(a, s)` | `eps* = -(s/a) F/kT` |
+/// | variance exploding, `R_sigma = R + sigma eps` (EDM) | [`NoiseLevel::sigma_only`]`(sigma)` | `eps* = -sigma F/kT` |
+///
+/// A model that predicts the clean structure `D(R_t)` (EDM's denoiser) or the
+/// score instead of the noise passes `eps_hat = (R_t - a D) / s` or
+/// `eps_hat = -s score` ([`crate::diffusion::eps_from_x0`], [`crate::diffusion::score_to_eps`]).
 ///
 /// The [`GradientFlow`]: `ToStructure` (default) treats `eps*` as a constant
 /// (forces without graph: no energy parameter is touched); `ToEnergy` treats
-/// `eps_hat` as a constant and differentiates the forces (a double backward);
-/// `Both` does both.
+/// `eps_hat` and the clean structure as constants and differentiates the
+/// forces (a double backward) into the energy model only; `Both` does both,
+/// and also follows a clean structure that carries a graph.
 ///
 /// ```
 /// # fn main() -> physcon::Result<()> {
-/// use physcon::diffusion::{q_sample, NoiseSchedule};
+/// use physcon::diffusion::NoiseLevel;
 /// use physcon::losses::{Forces, ScoreConsistency};
 /// use physcon::{BatchLayout, Temperature};
 /// use tch::{Device, Kind, Tensor};
 /// let layout = BatchLayout::from_counts(&[3], Device::Cpu)?;
-/// let schedule = NoiseSchedule::cosine(1000)?;
-/// let clean = Tensor::randn([3, 3], (Kind::Double, Device::Cpu));
-/// let noised = q_sample(&schedule, &clean, &Tensor::from_slice(&[10i64]), &layout)?;
+/// // An EDM-style level of the user's own: R_sigma = R + sigma eps, sigma = 0.02 Å.
+/// let level = NoiseLevel::sigma_only(&Tensor::from_slice(&[0.02f64]))?;
 /// let forces = Tensor::zeros([3, 3], (Kind::Double, Device::Cpu));
 /// let eps_hat = Tensor::zeros([3, 3], (Kind::Double, Device::Cpu)).set_requires_grad(true);
 /// let loss = ScoreConsistency::new(Temperature::kelvin(300.0)?.kt())?
-///     .forward(&eps_hat, &noised, Forces::Labels(&forces), &layout)?;
+///     .forward(&eps_hat, &level, Forces::Labels(&forces), &layout)?;
 /// assert_eq!(loss.double_value(&[]), 0.0); // zero force, zero noise prediction
 /// # Ok(()) }
 /// ```
@@ -95,6 +117,7 @@ fn target_unchecked(forces: &Tensor, level: &NoiseLevel, kt: f64, layout: &Batch
 pub struct ScoreConsistency {
     kt: f64,
     flow: GradientFlow,
+    checks: Checks,
 }
 
 impl ScoreConsistency {
@@ -106,12 +129,19 @@ impl ScoreConsistency {
         Ok(Self {
             kt: check::positive("kt", kt)?,
             flow: GradientFlow::default(),
+            checks: Checks::default(),
         })
     }
 
-    /// Sets the gradient flow.
+    /// Sets which model receives gradient.
     pub fn flow(mut self, flow: GradientFlow) -> Self {
         self.flow = flow;
+        self
+    }
+
+    /// How much of the inputs' values is checked (see [`Checks`]).
+    pub fn checks(mut self, checks: Checks) -> Self {
+        self.checks = checks;
         self
     }
 
@@ -120,63 +150,85 @@ impl ScoreConsistency {
         self.kt
     }
 
-    /// The loss of the noise prediction `eps_hat` at `noised.x_t()`.
-    ///
-    /// `noised` is what [`crate::diffusion::q_sample`] returned for the clean
-    /// (off-equilibrium) structure; the forces are those of its clean
-    /// structure `noised.x0()`.
-    ///
-    /// # Shapes
-    /// `eps_hat`: `[N, 3]`, the dtype of `noised`.
+    /// The scalar loss: [`ScoreConsistency::forward_per_molecule`] averaged over molecules.
     ///
     /// # Errors
-    /// [`Error::Shape`], [`Error::Dtype`], [`Error::Device`], [`Error::NonFinite`]
-    /// for `eps_hat`, the labels or the energy's output; [`Error::InvalidArgument`]
-    /// for labels with [`GradientFlow::ToEnergy`] (nothing would learn);
-    /// [`Error::NoGraph`] when the energy does not depend on the positions.
+    /// As [`ScoreConsistency::forward_per_molecule`].
     pub fn forward(
         &self,
         eps_hat: &Tensor,
-        noised: &Noised,
+        level: &NoiseLevel,
         forces: Forces<'_>,
         layout: &BatchLayout,
     ) -> Result<Tensor> {
-        check::atoms3("eps_hat", eps_hat, layout)?;
-        let x0 = noised.x0();
-        check::atoms3("noised.x0", x0, layout)?;
-        check::same_kind("eps_hat", eps_hat, x0.kind())?;
-        noised.level().check(layout, x0.kind())?;
+        self.forward_per_molecule(eps_hat, level, forces, layout)?.mean()
+    }
+
+    /// `(1/n_b) sum_{i in b} ||eps_hat_i - eps*_i||^2` of every molecule.
+    ///
+    /// `eps_hat` is the noise prediction at the structure noised from the clean
+    /// one at `level`; the forces are those of the clean structure.
+    ///
+    /// # Shapes
+    /// `eps_hat`: `[N, 3]`; the clean structure or labels: `[N, 3]`, the dtype of `eps_hat`;
+    /// `level`: `[B]`.
+    ///
+    /// # Errors
+    /// [`Error::Shape`], [`Error::Dtype`], [`Error::Device`], [`Error::NonFinite`]
+    /// for `eps_hat`, the clean structure, the labels, the level or the energy's
+    /// output; [`Error::InvalidArgument`] for labels with [`GradientFlow::ToEnergy`]
+    /// (nothing would learn); [`Error::NoGraph`] when the energy does not depend
+    /// on the positions.
+    pub fn forward_per_molecule(
+        &self,
+        eps_hat: &Tensor,
+        level: &NoiseLevel,
+        forces: Forces<'_>,
+        layout: &BatchLayout,
+    ) -> Result<PerMolecule> {
+        let mut finite = Finite::new(self.checks);
+        finite.atoms3("eps_hat", eps_hat, layout)?;
+        // The level fixes the dtype: it was made for the coordinates it scales.
+        let kind = level.alpha().kind();
+        check::same_kind("eps_hat", eps_hat, kind)?;
+        level.check(layout, kind)?;
         let energy_learns = self.flow != GradientFlow::ToStructure;
         let f = match forces {
             Forces::Labels(labels) => {
                 if self.flow == GradientFlow::ToEnergy {
                     return Err(Error::InvalidArgument {
                         arg: "forces",
-                        reason: "force labels with GradientFlow::ToEnergy leave nothing to train; pass Forces::Model".into(),
+                        reason: "force labels with GradientFlow::ToEnergy leave nothing to train; pass Forces::Model"
+                            .into(),
                     });
                 }
-                check::atoms3("forces", labels, layout)?;
-                check::same_kind("forces", labels, x0.kind())?;
+                finite.atoms3("forces", labels, layout)?;
+                check::same_kind("forces", labels, kind)?;
                 labels.detach()
             }
-            Forces::Model(model) => {
-                let x = if energy_learns && x0.requires_grad() {
-                    x0.shallow_clone()
+            Forces::Model { energy, at } => {
+                finite.atoms3("clean structure", at, layout)?;
+                check::same_kind("clean structure", at, kind)?;
+                // Only `Both` follows the clean structure's own graph: under
+                // `ToEnergy` it is a constant like everything but the energy model.
+                let x = if self.flow == GradientFlow::Both && at.requires_grad() {
+                    at.shallow_clone()
                 } else {
-                    leaf_copy(x0)
+                    leaf_copy(at)
                 };
-                let (_, grad) = energy_and_grad(model, &x, layout, energy_learns)?;
+                let (_, grad) = energy_and_grad(energy, &x, layout, energy_learns, &mut finite)?;
                 grad.f_neg()?
             }
         };
-        let target = target_unchecked(&f, noised.level(), self.kt, layout)?;
+        let target = target_unchecked(&f, level, self.kt, layout)?;
         let (eps_hat, target) = match self.flow {
             GradientFlow::ToStructure => (eps_hat.shallow_clone(), target.detach()),
             GradientFlow::ToEnergy => (eps_hat.detach(), target),
             GradientFlow::Both => (eps_hat.shallow_clone(), target),
         };
-        let loss = squared_error_per_atom_mean(&eps_hat, &target, layout)?;
-        check::finite("score loss (the energy's forces)", &loss)?;
-        Ok(loss)
+        let values = squared_error_per_molecule(&eps_hat, &target, layout)?;
+        finite.add("score loss (the energy's forces)", &values);
+        finite.finish()?;
+        PerMolecule::new(values, None, self.checks)
     }
 }

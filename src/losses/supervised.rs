@@ -1,9 +1,9 @@
 use tch::Tensor;
 
 use crate::batch::BatchLayout;
-use crate::check;
+use crate::check::{self, Checks, Finite};
 use crate::error::Result;
-use crate::losses::masked_mean;
+use crate::losses::PerMolecule;
 
 /// The per-molecule error function of [`EnergyLoss`].
 #[derive(Debug, Clone, Copy, PartialEq, Default)]
@@ -32,37 +32,70 @@ pub enum EnergyMetric {
 ///
 /// ```
 /// # fn main() -> physcon::Result<()> {
-/// use physcon::{losses::EnergyLoss, BatchLayout};
+/// use physcon::losses::{EnergyLoss, EnergyMetric};
+/// use physcon::BatchLayout;
 /// use tch::{Device, Tensor};
 /// let layout = BatchLayout::from_counts(&[2, 4], Device::Cpu)?;
 /// let pred = Tensor::from_slice(&[1.0f64, 8.0]);
 /// let target = Tensor::from_slice(&[0.0f64, 0.0]);
-/// let loss = EnergyLoss::default().per_atom(true).forward(&pred, &target, &layout, None)?;
+/// let loss = EnergyLoss::new(EnergyMetric::Mse)?.per_atom(true).forward(&pred, &target, None, &layout)?;
 /// assert_eq!(loss.double_value(&[]), (0.25 + 4.0) / 2.0);
 /// # Ok(()) }
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Default)]
 pub struct EnergyLoss {
-    /// The error function.
-    pub metric: EnergyMetric,
-    /// Divide each molecule's error by its atom count first (MACE's convention).
-    pub per_atom: bool,
+    metric: EnergyMetric,
+    per_atom: bool,
+    checks: Checks,
 }
 
 impl EnergyLoss {
-    /// Sets the error function.
-    pub fn metric(mut self, metric: EnergyMetric) -> Self {
-        self.metric = metric;
-        self
+    /// An energy loss with the given error function, not per atom.
+    ///
+    /// # Errors
+    /// [`crate::Error::NonPositive`] for a Huber `delta` that is not positive and finite.
+    pub fn new(metric: EnergyMetric) -> Result<Self> {
+        if let EnergyMetric::Huber { delta } = metric {
+            check::positive("delta", delta)?;
+        }
+        Ok(Self {
+            metric,
+            ..Self::default()
+        })
     }
 
-    /// Sets per-atom normalisation.
+    /// Divide each molecule's error by its atom count first (MACE's convention).
     pub fn per_atom(mut self, per_atom: bool) -> Self {
         self.per_atom = per_atom;
         self
     }
 
-    /// The loss for predicted and reference energies.
+    /// How much of the inputs' values is checked (see [`Checks`]).
+    pub fn checks(mut self, checks: Checks) -> Self {
+        self.checks = checks;
+        self
+    }
+
+    /// The error function.
+    pub fn metric(&self) -> EnergyMetric {
+        self.metric
+    }
+
+    /// The scalar loss: [`EnergyLoss::forward_per_molecule`] averaged over labelled molecules.
+    ///
+    /// # Errors
+    /// As [`EnergyLoss::forward_per_molecule`].
+    pub fn forward(
+        &self,
+        pred: &Tensor,
+        target: &Tensor,
+        mask: Option<&Tensor>,
+        layout: &BatchLayout,
+    ) -> Result<Tensor> {
+        self.forward_per_molecule(pred, target, mask, layout)?.mean()
+    }
+
+    /// The error `l(e_b)` of every molecule.
     ///
     /// Reference entries outside the mask are ignored, NaN included.
     ///
@@ -71,26 +104,24 @@ impl EnergyLoss {
     ///
     /// # Errors
     /// [`crate::Error::Shape`], [`crate::Error::Dtype`], [`crate::Error::Device`] for any argument;
-    /// [`crate::Error::NonFinite`] for `pred` or a labelled `target`;
-    /// [`crate::Error::NonPositive`] for a Huber `delta` that is not positive.
-    pub fn forward(
+    /// [`crate::Error::NonFinite`] for `pred` or a labelled `target`.
+    pub fn forward_per_molecule(
         &self,
         pred: &Tensor,
         target: &Tensor,
-        layout: &BatchLayout,
         mask: Option<&Tensor>,
-    ) -> Result<Tensor> {
-        let b = layout.num_molecules();
-        check::molecules("pred", pred, layout)?;
+        layout: &BatchLayout,
+    ) -> Result<PerMolecule> {
+        let mut finite = Finite::new(self.checks);
+        finite.molecules("pred", pred, layout)?;
         check::float("target", target)?;
         check::same_kind("target", target, pred.kind())?;
-        check::device("target", target, layout)?;
-        check::shape("target", target, &[b], "[B]")?;
+        check::float_meta("target", target, layout, &[layout.num_molecules()], "[B]")?;
         if let Some(mask) = mask {
-            check::mask("mask", mask, layout, b)?;
+            check::mask("mask", mask, layout, layout.num_molecules())?;
         }
         let target = labelled(target, mask)?;
-        check::finite("target", &target)?;
+        finite.add("target", &target);
         let mut err = pred.f_sub(&target)?;
         if self.per_atom {
             err = err.f_div(&layout.counts_as(pred.kind(), 1)?)?;
@@ -99,14 +130,14 @@ impl EnergyLoss {
             EnergyMetric::L1 => err.f_abs()?,
             EnergyMetric::Mse => err.f_square()?,
             EnergyMetric::Huber { delta } => {
-                let delta = check::positive("delta", delta)?;
                 let abs = err.f_abs()?;
                 let quadratic = err.f_square()?.f_mul_scalar(0.5)?;
                 let linear = abs.f_sub_scalar(0.5 * delta)?.f_mul_scalar(delta)?;
                 quadratic.f_where_self(&abs.f_le(delta)?, &linear)?
             }
         };
-        masked_mean(&per_molecule, mask)
+        finite.finish()?;
+        PerMolecule::new(per_molecule, mask, self.checks)
     }
 }
 
@@ -120,39 +151,87 @@ impl EnergyLoss {
 /// contribute nothing, whatever their reference holds (NaN included); a batch
 /// without labelled molecules gives a zero that keeps the graph. MACE and
 /// NequIP weight this term far above the energy: the weight is the caller's.
+/// Take `F_pred` and the energy from one forward with [`crate::energy_and_forces`].
 ///
-/// # Shapes
-/// `pred`, `target`: `[N, 3]` (eV/Å); `mask`: `[B]` bool.
-///
-/// # Errors
-/// [`crate::Error::Shape`], [`crate::Error::Dtype`], [`crate::Error::Device`] for any argument;
-/// [`crate::Error::NonFinite`] for `pred` or a labelled `target`.
-pub fn force_loss(
-    pred: &Tensor,
-    target: &Tensor,
-    layout: &BatchLayout,
-    mask: Option<&Tensor>,
-) -> Result<Tensor> {
-    check::atoms3("pred", pred, layout)?;
-    check::float("target", target)?;
-    check::same_kind("target", target, pred.kind())?;
-    check::device("target", target, layout)?;
-    check::shape("target", target, &[layout.num_atoms(), 3], "[N, 3]")?;
-    if let Some(mask) = mask {
-        check::mask("mask", mask, layout, layout.num_molecules())?;
+/// ```
+/// # fn main() -> physcon::Result<()> {
+/// use physcon::{losses::ForceLoss, BatchLayout};
+/// use tch::{Device, Kind, Tensor};
+/// let layout = BatchLayout::from_counts(&[1, 1], Device::Cpu)?;
+/// let pred = Tensor::from_slice(&[3.0f64, 0., 0., 1., 1., 1.]).reshape([2, 3]);
+/// let target = Tensor::zeros([2, 3], (Kind::Double, Device::Cpu));
+/// let per = ForceLoss::new().forward_per_molecule(&pred, &target, None, &layout)?;
+/// assert_eq!(Vec::<f64>::try_from(per.values())?, vec![3.0, 1.0]);
+/// # Ok(()) }
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct ForceLoss {
+    checks: Checks,
+}
+
+impl ForceLoss {
+    /// The force loss (it has no settings to validate).
+    pub fn new() -> Self {
+        Self::default()
     }
-    let atom_mask = match mask {
-        Some(mask) => Some(layout.expand_unchecked(mask)?.f_unsqueeze(1)?),
-        None => None,
-    };
-    let target = labelled(target, atom_mask.as_ref())?;
-    check::finite("target", &target)?;
-    let per_atom = pred
-        .f_sub(&target)?
-        .f_square()?
-        .f_mean_dim(1, false, pred.kind())?;
-    let per_molecule = layout.mean_unchecked(&per_atom)?;
-    masked_mean(&per_molecule, mask)
+
+    /// How much of the inputs' values is checked (see [`Checks`]).
+    pub fn checks(mut self, checks: Checks) -> Self {
+        self.checks = checks;
+        self
+    }
+
+    /// The scalar loss: [`ForceLoss::forward_per_molecule`] averaged over labelled molecules.
+    ///
+    /// # Errors
+    /// As [`ForceLoss::forward_per_molecule`].
+    pub fn forward(
+        &self,
+        pred: &Tensor,
+        target: &Tensor,
+        mask: Option<&Tensor>,
+        layout: &BatchLayout,
+    ) -> Result<Tensor> {
+        self.forward_per_molecule(pred, target, mask, layout)?.mean()
+    }
+
+    /// `(1/3n_b) sum_i ||F_pred,i - F_ref,i||^2` of every molecule.
+    ///
+    /// # Shapes
+    /// `pred`, `target`: `[N, 3]` (eV/Å); `mask`: `[B]` bool (true = labelled).
+    ///
+    /// # Errors
+    /// [`crate::Error::Shape`], [`crate::Error::Dtype`], [`crate::Error::Device`] for any argument;
+    /// [`crate::Error::NonFinite`] for `pred` or a labelled `target`.
+    pub fn forward_per_molecule(
+        &self,
+        pred: &Tensor,
+        target: &Tensor,
+        mask: Option<&Tensor>,
+        layout: &BatchLayout,
+    ) -> Result<PerMolecule> {
+        let mut finite = Finite::new(self.checks);
+        finite.atoms3("pred", pred, layout)?;
+        check::float("target", target)?;
+        check::same_kind("target", target, pred.kind())?;
+        check::float_meta("target", target, layout, &[layout.num_atoms(), 3], "[N, 3]")?;
+        if let Some(mask) = mask {
+            check::mask("mask", mask, layout, layout.num_molecules())?;
+        }
+        let atom_mask = match mask {
+            Some(mask) => Some(layout.expand_unchecked(mask)?.f_unsqueeze(1)?),
+            None => None,
+        };
+        let target = labelled(target, atom_mask.as_ref())?;
+        finite.add("target", &target);
+        let per_atom = pred
+            .f_sub(&target)?
+            .f_square()?
+            .f_mean_dim(1, false, pred.kind())?;
+        let per_molecule = layout.mean_unchecked(&per_atom)?;
+        finite.finish()?;
+        PerMolecule::new(per_molecule, mask, self.checks)
+    }
 }
 
 /// The target with unlabelled entries replaced by zeros, so a NaN placeholder
@@ -176,13 +255,10 @@ mod tests {
         let layout = BatchLayout::from_counts(&[1, 1], Device::Cpu)?;
         let pred = Tensor::from_slice(&[0.5f64, 3.0]);
         let target = Tensor::from_slice(&[0.0f64, 0.0]);
-        let loss = EnergyLoss::default()
-            .metric(EnergyMetric::Huber { delta: 1.0 })
-            .forward(&pred, &target, &layout, None)?;
+        let loss =
+            EnergyLoss::new(EnergyMetric::Huber { delta: 1.0 })?.forward(&pred, &target, None, &layout)?;
         assert!((loss.double_value(&[]) - (0.125 + 2.5) / 2.0).abs() < 1e-12);
-        let err = EnergyLoss::default()
-            .metric(EnergyMetric::Huber { delta: 0.0 })
-            .forward(&pred, &target, &layout, None);
+        let err = EnergyLoss::new(EnergyMetric::Huber { delta: 0.0 });
         assert!(matches!(err, Err(Error::NonPositive { arg: "delta", .. })));
         Ok(())
     }

@@ -70,6 +70,28 @@ fn atoms(values: &[f64], n: usize) -> Tensor {
     Tensor::from_slice(values).reshape([n as i64, 3])
 }
 
+impl Case {
+    /// A fixed batch of 3, 1 and 4 atoms with interleaved atoms and
+    /// deterministic fields, for tests that need no random search.
+    pub fn fixed() -> Case {
+        let counts = vec![3, 1, 4];
+        let n = 8;
+        let b = counts.len();
+        let wave = |k: usize, f: f64| (k as f64 * f).sin();
+        RawCase {
+            counts,
+            perm: vec![5, 0, 7, 2, 4, 1, 6, 3],
+            jitter: (0..3 * n).map(|k| 0.2 * wave(k, 1.7)).collect(),
+            u: (0..3 * n).map(|k| wave(k, 2.3)).collect(),
+            v: (0..3 * n).map(|k| wave(k, 0.9)).collect(),
+            p: (0..b).map(|k| 2.0 * wave(k, 1.1)).collect(),
+            q: (0..b).map(|k| 2.0 * wave(k, 0.4) + 0.5).collect(),
+            mask: vec![true, false, true],
+        }
+        .build()
+    }
+}
+
 impl RawCase {
     pub fn build(&self) -> Case {
         let n = self.perm.len();

@@ -6,7 +6,11 @@ use physcon::testing::{check_energy_model, Check, ModelCheck, ModelReport, PairE
 use physcon::{EnergyModel, Error, MolBatch, Result};
 use tch::{Device, Kind, Tensor};
 
-const MORSE: PairPotential = PairPotential::Morse { d: 4.0, a: 2.0, r0: 1.1 };
+const MORSE: PairPotential = PairPotential::Morse {
+    d: 4.0,
+    a: 2.0,
+    r0: 1.1,
+};
 
 /// Water, a CH3 fragment and H2, their atoms interleaved, with bonds.
 fn batch(kind: Kind) -> MolBatch {
@@ -94,7 +98,11 @@ fn ranked(b: &MolBatch) -> Result<Tensor> {
             seen[m as usize]
         })
         .collect();
-    let r2 = b.layout().centre(b.pos())?.square().sum_dim_intlist(1, false, Kind::Double);
+    let r2 = b
+        .layout()
+        .centre(b.pos())?
+        .square()
+        .sum_dim_intlist(1, false, Kind::Double);
     Ok(pair(b)? + b.layout().sum(&(r2 * Tensor::from_slice(&rank)))? * 0.1)
 }
 
@@ -112,7 +120,15 @@ fn relu(b: &MolBatch) -> Result<Tensor> {
     let (i, j) = pairs_within(b.layout())?;
     let d = distances(b.pos(), &i, &j, b.layout())?;
     let kinks: Vec<f64> = (0..700).map(|k| 0.5 + 0.005 * f64::from(k)).collect();
-    let slopes: Vec<f64> = (0..700).map(|k| if k == 0 { 1.0 } else { 2.0 * f64::from(1 - 2 * (k % 2)) }).collect();
+    let slopes: Vec<f64> = (0..700)
+        .map(|k| {
+            if k == 0 {
+                1.0
+            } else {
+                2.0 * f64::from(1 - 2 * (k % 2))
+            }
+        })
+        .collect();
     let hidden = (d.unsqueeze(1) - Tensor::from_slice(&kinks).unsqueeze(0)).relu();
     let zigzag = hidden.matmul(&Tensor::from_slice(&slopes)) * 0.5;
     Ok(pair(b)? + per_molecule(b, &b.layout().batch().index_select(0, &i), &zigzag))
@@ -120,7 +136,10 @@ fn relu(b: &MolBatch) -> Result<Tensor> {
 
 #[test]
 fn analytic_models_pass_every_check() {
-    for (name, model) in [("pair", &pair as &dyn Fn(&MolBatch) -> Result<Tensor>), ("bonded", &bonded)] {
+    for (name, model) in [
+        ("pair", &pair as &dyn Fn(&MolBatch) -> Result<Tensor>),
+        ("bonded", &bonded),
+    ] {
         let report = run(model);
         assert!(report.passed(), "{name}:\n{report}");
         let checks: Vec<Check> = report.findings.iter().map(|f| f.check).collect();
@@ -151,10 +170,18 @@ fn each_broken_model_fails_exactly_the_check_it_breaks() {
     for (name, model, broken) in cases {
         let report = run(model);
         assert_eq!(report.failed(), vec![broken], "{name}:\n{report}");
-        let message = report.clone().ensure().expect_err("a failed check is an error").to_string();
+        let message = report
+            .clone()
+            .ensure()
+            .expect_err("a failed check is an error")
+            .to_string();
         assert!(message.contains(broken.name()), "{name}: {message}");
         // Clearly, not by a rounding error.
-        let worst = report.findings.iter().filter(|f| !f.passed()).map(|f| f.worst / f.tolerance.max(1e-300));
+        let worst = report
+            .findings
+            .iter()
+            .filter(|f| !f.passed())
+            .map(|f| f.worst / f.tolerance.max(1e-300));
         assert!(worst.fold(0.0, f64::max) > 100.0, "{name}:\n{report}");
     }
 }
@@ -162,7 +189,12 @@ fn each_broken_model_fails_exactly_the_check_it_breaks() {
 #[test]
 fn the_leak_shows_in_the_gradient_and_in_the_lone_molecules() {
     let report = run(&leaky);
-    let failed: Vec<&str> = report.findings.iter().filter(|f| !f.passed()).map(|f| f.quantity).collect();
+    let failed: Vec<&str> = report
+        .findings
+        .iter()
+        .filter(|f| !f.passed())
+        .map(|f| f.quantity)
+        .collect();
     assert_eq!(failed.len(), 3, "{report}");
 }
 
@@ -188,7 +220,10 @@ fn bad_inputs_and_outputs_are_errors() {
     let total = |b: &MolBatch| -> Result<Tensor> { Ok(pair(b)?.sum(Kind::Double)) };
     assert!(matches!(
         check_energy_model(&total, &batch(Kind::Double), &options),
-        Err(Error::Shape { arg: "energy model output", .. })
+        Err(Error::Shape {
+            arg: "energy model output",
+            ..
+        })
     ));
     let detached = |b: &MolBatch| -> Result<Tensor> { Ok(pair(b)?.detach()) };
     assert!(matches!(
@@ -198,7 +233,10 @@ fn bad_inputs_and_outputs_are_errors() {
     let single = |b: &MolBatch| -> Result<Tensor> { Ok(pair(b)?.to_kind(Kind::Float)) };
     assert!(matches!(
         check_energy_model(&single, &batch(Kind::Double), &options),
-        Err(Error::Dtype { arg: "energy model output", .. })
+        Err(Error::Dtype {
+            arg: "energy model output",
+            ..
+        })
     ));
     let failing = |_: &MolBatch| -> Result<Tensor> {
         Err(Error::InvalidArgument {

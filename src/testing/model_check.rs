@@ -137,7 +137,9 @@ pub struct Finding {
     pub check: Check,
     /// What was compared, with its unit.
     pub quantity: &'static str,
-    /// The largest error found (NaN when the comparison met a NaN).
+    /// The largest error found (NaN when the comparison met a NaN); for the
+    /// finite-difference comparisons, the error of the element furthest
+    /// outside its tolerance.
     pub worst: f64,
     /// The largest error allowed where the worst one was found.
     pub tolerance: f64,
@@ -308,7 +310,8 @@ where
     }
     findings.extend(isolation(model, batch, &host, &reference, options)?);
 
-    let total = |xs: &[Tensor]| -> Result<Tensor> { Ok(model(&batch.with_pos(&xs[0])?)?.f_sum(Kind::Double)?) };
+    let total =
+        |xs: &[Tensor]| -> Result<Tensor> { Ok(model(&batch.with_pos(&xs[0])?)?.f_sum(Kind::Double)?) };
     let inputs = [batch.pos().detach()];
     let forces = gradcheck(&total, &inputs, options.forces)?;
     findings.push(gradcheck_finding(
@@ -424,7 +427,10 @@ impl Host {
     fn select(&self, batch: &MolBatch, order: &[i64], relabel: &[i64]) -> Result<MolBatch> {
         let device = batch.layout().device();
         let index = Tensor::from_slice(order).f_to_device(device)?;
-        let molecules: Vec<i64> = order.iter().map(|&a| relabel[self.batch[a as usize] as usize]).collect();
+        let molecules: Vec<i64> = order
+            .iter()
+            .map(|&a| relabel[self.batch[a as usize] as usize])
+            .collect();
         let count = molecules.iter().copied().max().map_or(0, |m| m + 1);
         let selected = MolBatch::new(
             &batch.pos().f_index_select(0, &index)?,
@@ -449,7 +455,9 @@ impl Host {
         }
         let e = kept_orders.len() as i64;
         selected.with_bonds(
-            &Tensor::from_slice(&kept_pairs).f_reshape([e, 2])?.f_to_device(device)?,
+            &Tensor::from_slice(&kept_pairs)
+                .f_reshape([e, 2])?
+                .f_to_device(device)?,
             &Tensor::from_slice(&kept_orders).f_to_device(device)?,
         )
     }
@@ -514,7 +522,13 @@ impl Outputs {
 }
 
 /// The largest `|got - want|` against `tolerance` scaled by the largest `|want|`.
-fn difference(check: Check, quantity: &'static str, got: &Tensor, want: &Tensor, tolerance: Tolerance) -> Result<Finding> {
+fn difference(
+    check: Check,
+    quantity: &'static str,
+    got: &Tensor,
+    want: &Tensor,
+    tolerance: Tolerance,
+) -> Result<Finding> {
     let worst = got.f_sub(want)?.f_abs()?.f_max()?.f_double_value(&[])?;
     let scale = want.f_abs()?.f_max()?.f_double_value(&[])?;
     Ok(Finding {
@@ -533,7 +547,10 @@ fn gradcheck_finding(
     options: GradcheckOptions,
 ) -> Finding {
     let (worst, tolerance) = report.worst.map_or((0.0, options.atol), |w| {
-        ((w.analytic - w.numeric).abs(), options.atol + options.rtol * w.numeric.abs())
+        (
+            (w.analytic - w.numeric).abs(),
+            options.atol + options.rtol * w.numeric.abs(),
+        )
     });
     Finding {
         check,
@@ -572,7 +589,10 @@ where
     let [energy, force] = reference.reorder(&order, None)?.compare(
         Check::Isolation,
         &alone,
-        ["energy of each molecule alone (eV)", "forces of each molecule alone (eV/Å)"],
+        [
+            "energy of each molecule alone (eV)",
+            "forces of each molecule alone (eV/Å)",
+        ],
         options.symmetry,
     )?;
 
@@ -585,7 +605,11 @@ where
         let grad = grad_or_zeros(&energy_of.f_select(0, m)?, &leaf, true)?;
         let outside = batch.layout().batch().f_ne(m)?.f_unsqueeze(1)?;
         let largest = grad.f_mul(&outside)?.f_abs()?.f_max()?.f_double_value(&[])?;
-        leak = if largest.is_nan() { f64::NAN } else { leak.max(largest) };
+        leak = if largest.is_nan() {
+            f64::NAN
+        } else {
+            leak.max(largest)
+        };
     }
     Ok([
         energy,
@@ -617,7 +641,11 @@ where
             .f_mul_scalar(0.7 + d as f64)?
             .f_sin()?
             .f_reshape(pos.size())?;
-        let largest = raw.f_square()?.f_sum_dim_intlist(1, false, Kind::Double)?.f_max()?.f_sqrt()?;
+        let largest = raw
+            .f_square()?
+            .f_sum_dim_intlist(1, false, Kind::Double)?
+            .f_max()?
+            .f_sqrt()?;
         let v = raw.f_div(&largest)?;
         let mut at = Vec::new();
         for t in [-h, 0.0, h] {

@@ -6,6 +6,9 @@ use physcon::testing::{check_energy_model, Check, ModelCheck, ModelReport, PairE
 use physcon::{EnergyModel, Error, MolBatch, Result};
 use tch::{Device, Kind, Tensor};
 
+/// A model under test: molecule energies `[B]` of a batch.
+type Model = dyn Fn(&MolBatch) -> Result<Tensor>;
+
 const MORSE: PairPotential = PairPotential::Morse {
     d: 4.0,
     a: 2.0,
@@ -41,7 +44,7 @@ fn batch(kind: Kind) -> MolBatch {
     .expect("valid batch")
 }
 
-fn run(model: &dyn Fn(&MolBatch) -> Result<Tensor>) -> ModelReport {
+fn run(model: &Model) -> ModelReport {
     tch::set_num_threads(1);
     check_energy_model(model, &batch(Kind::Double), &ModelCheck::default()).expect("the check runs")
 }
@@ -136,10 +139,7 @@ fn relu(b: &MolBatch) -> Result<Tensor> {
 
 #[test]
 fn analytic_models_pass_every_check() {
-    for (name, model) in [
-        ("pair", &pair as &dyn Fn(&MolBatch) -> Result<Tensor>),
-        ("bonded", &bonded),
-    ] {
+    for (name, model) in [("pair", &pair as &Model), ("bonded", &bonded)] {
         let report = run(model);
         assert!(report.passed(), "{name}:\n{report}");
         let checks: Vec<Check> = report.findings.iter().map(|f| f.check).collect();
@@ -160,7 +160,7 @@ fn analytic_models_pass_every_check() {
 
 #[test]
 fn each_broken_model_fails_exactly_the_check_it_breaks() {
-    let cases: [(&str, &dyn Fn(&MolBatch) -> Result<Tensor>, Check); 5] = [
+    let cases: [(&str, &Model, Check); 5] = [
         ("absolute position", &tethered, Check::Translation),
         ("cross-molecule term", &leaky, Check::Isolation),
         ("atom index order", &ranked, Check::Permutation),

@@ -313,14 +313,14 @@ where
     let total =
         |xs: &[Tensor]| -> Result<Tensor> { Ok(model(&batch.with_pos(&xs[0])?)?.f_sum(Kind::Double)?) };
     let inputs = [batch.pos().detach()];
-    let forces = gradcheck(&total, &inputs, options.forces)?;
+    let forces = gradcheck(total, &inputs, options.forces)?;
     findings.push(gradcheck_finding(
         Check::Forces,
         "dE/dR vs central differences (eV/Å)",
         &forces,
         options.forces,
     ));
-    let hessian = gradgradcheck(&total, &inputs, options.hessian)?;
+    let hessian = gradgradcheck(total, &inputs, options.hessian)?;
     findings.push(gradcheck_finding(
         Check::SecondOrder,
         "Hessian-vector products vs central differences",

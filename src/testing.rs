@@ -1,6 +1,8 @@
 //! Test tools for physcon and for users' own models: finite-difference
-//! gradient checks of first and second order, and analytic pair potentials
-//! with closed-form derivatives.
+//! gradient checks of first and second order, analytic pair potentials with
+//! closed-form derivatives, and [`check_energy_model`], which runs NequIP's
+//! model checks (symmetries, batching, forces, second order) on a user's
+//! energy model.
 //!
 //! ```
 //! # fn main() -> physcon::Result<()> {
@@ -21,6 +23,10 @@ use crate::batch::BatchLayout;
 use crate::energy::{grads_or_zeros, EnergyModel};
 use crate::error::{Error, Result};
 use crate::geometry::{pairs_within, safe_norm};
+
+mod model_check;
+
+pub use model_check::{check_energy_model, Check, Finding, ModelCheck, ModelReport, Tolerance};
 
 /// Tolerances of [`gradcheck`]; the defaults are `torch.autograd.gradcheck`'s.
 #[derive(Debug, Clone, Copy, PartialEq)]

@@ -8,7 +8,7 @@ use tch::{Device, Kind, Tensor};
 use super::{gradcheck, gradgradcheck, rotation, GradcheckOptions, GradcheckReport};
 use crate::batch::MolBatch;
 use crate::check;
-use crate::energy::{energy_and_grad, evaluate, grad_or_zeros, leaf_copy};
+use crate::energy::{energy_and_forces, evaluate, grad_or_zeros, leaf_copy};
 use crate::error::{Error, Result};
 
 /// An absolute and a relative tolerance: a difference passes when it is at
@@ -475,11 +475,10 @@ impl Outputs {
         F: Fn(&MolBatch) -> Result<Tensor> + ?Sized,
     {
         let surface = |pos: &Tensor| model(&batch.with_pos(pos)?);
-        let (energy, grad) = energy_and_grad(&surface, &leaf_copy(batch.pos()), batch.layout(), false)?;
-        check::finite("forces", &grad)?;
+        let out = energy_and_forces(&surface, batch.pos(), batch.layout(), false)?;
         Ok(Self {
-            energy: energy.detach(),
-            forces: grad.f_neg()?,
+            energy: out.energy.detach(),
+            forces: out.forces,
         })
     }
 
@@ -598,7 +597,9 @@ where
 
     let leaf = leaf_copy(batch.pos());
     let surface = |pos: &Tensor| model(&batch.with_pos(pos)?);
-    let energy_of = evaluate(&surface, &leaf, batch.layout())?;
+    let mut finite = check::Finite::new(check::Checks::Full);
+    let energy_of = evaluate(&surface, &leaf, batch.layout(), &mut finite)?;
+    finite.finish()?;
     let mut leak = 0.0f64;
     for m in 0..b {
         // create_graph keeps the forward's graph for the next molecule's backward.

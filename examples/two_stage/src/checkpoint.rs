@@ -67,7 +67,9 @@ impl CheckpointMeta {
             if elements == ELEMENTS {
                 Ok(())
             } else {
-                Err(format!("written for elements {elements:?}, the model knows {ELEMENTS:?}"))
+                Err(format!(
+                    "written for elements {elements:?}, the model knows {ELEMENTS:?}"
+                ))
             }
         })?;
         let settings = Settings::take_from(&mut keys)?;
@@ -191,7 +193,9 @@ impl Checkpoint {
             None => Ok(()),
             Some((key, stored, wanted)) => Err(corrupt(
                 &self.path,
-                &format!("written with `{key} = {stored}`, but the requested settings have `{key} = {wanted}`"),
+                &format!(
+                    "written with `{key} = {stored}`, but the requested settings have `{key} = {wanted}`"
+                ),
             )),
         }
     }

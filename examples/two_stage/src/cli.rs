@@ -11,11 +11,11 @@ use physcon::{Error, MolBatch, Result, Temperature};
 use tch::{Device, Kind};
 
 use crate::data::TrainData;
-use crate::eval::{evaluate, generate, Generation};
+use crate::eval::{evaluate, generate, Evaluation, Generation};
 use crate::model::Graph;
 use crate::report::{report, table, write_plots, SeedResult, SplitScores};
 use crate::settings::{parse_optimality, Preset, Settings};
-use crate::training::{load_model, train_all};
+use crate::training::{load_model, train_all, ArmCheckpoints};
 
 #[derive(Parser)]
 #[command(
@@ -232,19 +232,28 @@ fn requested(preset: Option<Preset>) -> Result<Option<Settings>> {
 
 /// Both arms of `settings` on one split, each from its checkpoint, with the seed's generator.
 fn evaluate_arms(
-    arms: &crate::training::ArmCheckpoints,
+    arms: &ArmCheckpoints,
     settings: &Settings,
     split: &Dataset,
     gen: &GenArgs,
     schedule: &NoiseSchedule,
     seed: u64,
 ) -> Result<SplitScores> {
-    let consistency = load_model(&arms.consistency, Some(settings))?;
-    let control = load_model(&arms.control, Some(settings))?;
-    // The consistency arm first: the order the reported numbers were drawn in.
-    let consistency = evaluate(&consistency.model, split, gen.samples, gen.generation(), schedule, seed)?;
-    let control = evaluate(&control.model, split, gen.samples, gen.generation(), schedule, seed)?;
-    Ok(SplitScores { control, consistency })
+    let score = |checkpoint: &Path| -> Result<Evaluation> {
+        let trained = load_model(checkpoint, Some(settings))?;
+        evaluate(
+            &trained.model,
+            split,
+            gen.samples,
+            gen.generation(),
+            schedule,
+            seed,
+        )
+    };
+    Ok(SplitScores {
+        consistency: score(&arms.consistency)?,
+        control: score(&arms.control)?,
+    })
 }
 
 /// `train`: every seed's two arms, evaluated, plotted (first seed) and reported.
@@ -261,13 +270,33 @@ pub fn train(args: &TrainArgs) -> Result<()> {
     let mut results: Vec<SeedResult> = Vec::new();
     for &seed in &args.seeds {
         let t0 = Instant::now();
-        let arms = train_all(&settings, seed, &data, &out.join(format!("seed-{seed}")), args.resume)?;
+        let arms = train_all(
+            &settings,
+            seed,
+            &data,
+            &out.join(format!("seed-{seed}")),
+            args.resume,
+        )?;
         let wall_seconds = t0.elapsed().as_secs_f64();
-        let val = Some(evaluate_arms(&arms, &settings, &splits.val, &args.gen, &schedule, seed)?);
+        let val = Some(evaluate_arms(
+            &arms,
+            &settings,
+            &splits.val,
+            &args.gen,
+            &schedule,
+            seed,
+        )?);
         let test = if args.val_only {
             None
         } else {
-            Some(evaluate_arms(&arms, &settings, &splits.test, &args.gen, &schedule, seed)?)
+            Some(evaluate_arms(
+                &arms,
+                &settings,
+                &splits.test,
+                &args.gen,
+                &schedule,
+                seed,
+            )?)
         };
         match &test {
             Some(t) => {
@@ -342,7 +371,14 @@ pub fn predict(args: &PredictArgs) -> Result<()> {
         let molecules: Vec<_> = chunk.iter().map(Frame::molecule).collect();
         let batch = MolBatch::from_molecules(&molecules, Kind::Float, Device::Cpu)?;
         let g = Graph::new(&batch, Kind::Float)?;
-        let samples = generate(&trained.model, &g, batch.pos(), gen.samples, gen.generation(), &schedule)?;
+        let samples = generate(
+            &trained.model,
+            &g,
+            batch.pos(),
+            gen.samples,
+            gen.generation(),
+            &schedule,
+        )?;
         let samples: Vec<Vec<f64>> = samples
             .iter()
             .map(|x| Vec::<f64>::try_from(x.to_kind(Kind::Double).reshape([-1])))
@@ -405,7 +441,12 @@ mod tests {
         ]
         .map(Into::into)
         .to_vec();
-        argv.extend(["--data".into(), root.join("data").into(), "--out".into(), out.clone().into()]);
+        argv.extend([
+            "--data".into(),
+            root.join("data").into(),
+            "--out".into(),
+            out.clone().into(),
+        ]);
         let args = TrainArgs::parse_from(argv);
         train(&args).unwrap();
         let report = std::fs::read_to_string(out.join("report.md")).unwrap();

@@ -266,7 +266,10 @@ impl KeyValues {
                 .split_once('=')
                 .ok_or_else(|| text_error(format!("line {}: expected `key = value`, got `{line}`", k + 1)))?;
             let key = key.trim().to_owned();
-            if let Some(Some((first, ..))) = lines.iter().find(|l| matches!(l, Some((_, other, _)) if *other == key)) {
+            if let Some(Some((first, ..))) = lines
+                .iter()
+                .find(|l| matches!(l, Some((_, other, _)) if *other == key))
+            {
                 return Err(text_error(format!(
                     "line {}: `{key}` repeats line {first}",
                     k + 1

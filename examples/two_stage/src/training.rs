@@ -331,7 +331,12 @@ mod tests {
         for (name, value) in &a {
             assert!(value.equal(&b[name]), "{name} differs after resume");
         }
-        for (m, n) in straight.adam().first_moments().iter().zip(again.adam().first_moments()) {
+        for (m, n) in straight
+            .adam()
+            .first_moments()
+            .iter()
+            .zip(again.adam().first_moments())
+        {
             assert!(m.equal(n));
         }
         // Another seed or other settings are refused, naming what differs.

@@ -156,7 +156,7 @@ pub struct TrainArgs {
     pub preset: Preset,
     #[arg(long, default_value = "data")]
     pub data: PathBuf,
-    /// Output folder (default runs/<preset>).
+    /// Output folder (default `runs/<preset>`).
     #[arg(long)]
     pub out: Option<PathBuf>,
     #[arg(long, value_delimiter = ',', default_values_t = [0u64])]

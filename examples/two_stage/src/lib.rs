@@ -1,8 +1,8 @@
 //! The two-stage example of physcon as a library: multi-task training (energy
-//! + denoising), then physical consistency (optimality + score) with a force
-//! loss, against a control arm without the consistency losses, on the shipped
-//! dataset (MMFF structures, GFN2-xTB energies and forces), judged against
-//! GFN2-xTB minima.
+//! and denoising), then physical consistency (optimality and score) with a
+//! force loss, against a control arm without the consistency losses, on the
+//! shipped dataset (MMFF structures, GFN2-xTB energies and forces), judged
+//! against GFN2-xTB minima.
 //!
 //! The command line is [`cli`]; `examples/two_stage/main.rs` in the physcon
 //! repository runs it:

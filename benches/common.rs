@@ -27,13 +27,6 @@ pub fn species(molecules: i64, atoms: i64) -> Tensor {
     Tensor::from_slice(&one).repeat([molecules])
 }
 
-/// libtorch's generator is process-wide: the example's tests, compiled into a
-/// bench that includes its modules, take this lock (as `crate::rng_lock`).
-pub fn rng_lock() -> std::sync::MutexGuard<'static, ()> {
-    static RNG: std::sync::Mutex<()> = std::sync::Mutex::new(());
-    RNG.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
-}
-
 /// A Morse pair energy over all pairs of each molecule.
 pub fn energy(layout: &BatchLayout) -> Result<PairEnergy> {
     PairEnergy::new(

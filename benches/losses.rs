@@ -10,14 +10,6 @@
 
 mod common;
 
-#[allow(dead_code, unused_imports)]
-#[path = "../examples/two_stage/model.rs"]
-mod model;
-
-/// The example's tests (compiled in under `cfg(test)`) call `crate::rng_lock`.
-#[cfg(test)]
-use common::rng_lock;
-
 use criterion::measurement::Measurement;
 use criterion::{
     criterion_group, criterion_main, BenchmarkGroup, BenchmarkId, Criterion, SamplingMode, Throughput,
@@ -27,6 +19,7 @@ use physcon::losses::{denoising_loss, force_loss, EnergyLoss, Forces, Optimality
 use physcon::metrics::kabsch_rmsd;
 use physcon::{BatchLayout, EnergyModel, MolBatch};
 use tch::{Device, Kind, Tensor};
+use two_stage::model::{Graph, Model, ModelConfig};
 
 /// The losses that need only an energy: energy, force, both optimality forms.
 ///
@@ -153,13 +146,13 @@ fn losses_model(c: &mut Criterion) {
         .measurement_time(std::time::Duration::from_secs(16));
     tch::manual_seed(0);
     let vs = tch::nn::VarStore::new(Device::Cpu);
-    let net = model::Model::new(&vs.root(), model::ModelConfig::default(), 1000);
+    let net = Model::new(&vs.root(), ModelConfig::default(), 1000);
     let schedule = NoiseSchedule::cosine(1000).unwrap();
     for molecules in [32i64, 256] {
         let (layout, pos) = common::batch(molecules, common::ATOMS, 0).unwrap();
         let species = common::species(molecules, common::ATOMS);
         let batch = MolBatch::new(&pos, &species, layout.batch(), molecules).unwrap();
-        let g = model::Graph::new(&batch, Kind::Float).unwrap();
+        let g = Graph::new(&batch, Kind::Float).unwrap();
         let energy = net.energy_model(&g);
         group.throughput(Throughput::Elements(molecules as u64));
         energy_losses(&mut group, &energy, true, &layout, &pos);
@@ -167,7 +160,7 @@ fn losses_model(c: &mut Criterion) {
             b.iter(|| {
                 let t = schedule.sample_t(molecules, 1..=1000, Device::Cpu).unwrap();
                 let noised = q_sample(&schedule, &pos, &t, &layout).unwrap();
-                let eps_hat = net.eps(&g, noised.x_t(), &t);
+                let eps_hat = net.eps(&g, noised.x_t(), &t).unwrap();
                 denoising_loss(&eps_hat, noised.eps(), &layout)
                     .unwrap()
                     .backward();
@@ -178,7 +171,7 @@ fn losses_model(c: &mut Criterion) {
             b.iter(|| {
                 let t = schedule.sample_t(molecules, 1..=20, Device::Cpu).unwrap();
                 let noised = q_sample(&schedule, &pos, &t, &layout).unwrap();
-                let eps_hat = net.eps(&g, noised.x_t(), &t);
+                let eps_hat = net.eps(&g, noised.x_t(), &t).unwrap();
                 score
                     .forward(&eps_hat, &noised, Forces::Model(&energy), &layout)
                     .unwrap()

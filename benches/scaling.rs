@@ -24,10 +24,6 @@
 
 mod common;
 
-#[allow(dead_code, unused_imports)]
-#[path = "../examples/two_stage/model.rs"]
-mod model;
-
 use std::fmt::Write as _;
 use std::path::PathBuf;
 use std::process::Command;
@@ -36,10 +32,7 @@ use clap::Parser;
 use physcon::losses::OptimalityLoss;
 use physcon::{EnergyModel, Error, MolBatch, Result};
 use tch::{Device, Kind};
-
-/// The example's tests (compiled in under `cfg(test)`) call `crate::rng_lock`.
-#[cfg(test)]
-use common::rng_lock;
+use two_stage::model::{Graph, Model, ModelConfig};
 
 #[derive(Parser, Debug)]
 #[command(about = "Time and peak memory of the optimality loss against batch and molecule size")]
@@ -109,14 +102,14 @@ fn child(args: &Args) -> Result<()> {
         "pair" => run(&common::energy(&layout)?)?,
         "model" => {
             tch::manual_seed(0);
-            let net = model::Model::new(&vs.root(), model::ModelConfig::default(), 1000);
+            let net = Model::new(&vs.root(), ModelConfig::default(), 1000);
             let batch = MolBatch::new(
                 &pos,
                 &common::species(args.molecules, args.atoms),
                 layout.batch(),
                 args.molecules,
             )?;
-            let g = model::Graph::new(&batch, Kind::Float)?;
+            let g = Graph::new(&batch, Kind::Float)?;
             let energy = net.energy_model(&g);
             run(&energy)?
         }

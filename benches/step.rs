@@ -3,8 +3,8 @@
 //! shipped training data; the fixtures for the side-by-side PyTorch check.
 //!
 //! The step calls the example's own `Trainer::weights`, `Trainer::batches`
-//! and `Trainer::losses` (consistency arm, stage-2 weights; this file compiles
-//! `examples/two_stage/train.rs` in), followed by `backward` and a plain SGD
+//! and `Objective::losses` (consistency arm, stage-2 weights; the `two_stage`
+//! crate of `examples/two_stage/`), followed by `backward` and a plain SGD
 //! update of every trainable parameter (the example's Adam and gradient
 //! clipping are left out, so the PyTorch side can do exactly the same
 //! arithmetic):
@@ -36,13 +36,6 @@
 
 mod common;
 
-#[allow(dead_code, unused_imports)]
-#[path = "../examples/two_stage/model.rs"]
-mod model;
-#[allow(dead_code, unused_imports)]
-#[path = "../examples/two_stage/train.rs"]
-mod train;
-
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
@@ -50,13 +43,13 @@ use clap::Parser;
 use physcon::data::{Dataset, LabelledBatch};
 use physcon::{Error, Result};
 use tch::{Kind, Tensor};
-
-use model::Graph;
-use train::{mix, Arm, Log, Settings, StepBatches, TrainData, Trainer};
-
-/// The example's tests (compiled in under `cfg(test)`) call `crate::rng_lock`.
-#[cfg(test)]
-use common::rng_lock;
+use two_stage::data::{StepBatches, TrainData};
+use two_stage::log::Log;
+use two_stage::model::Graph;
+use two_stage::objective::Arm;
+use two_stage::optim::zero_grads;
+use two_stage::settings::{Preset, Settings};
+use two_stage::training::{seed_step, Trainer};
 
 #[derive(Parser, Debug)]
 #[command(about = "Stage-2 consistency step of the reference model: timings and PyTorch fixtures")]
@@ -103,10 +96,11 @@ const LR: f64 = 1e-6;
 /// A fresh trainer as the example makes it (seeded init, fitted atomic
 /// references), at the first stage-2 step.
 fn trainer(data: &TrainData, batch_size: usize) -> Result<Trainer> {
-    let mut settings = Settings::preset("cpu")?;
+    let mut settings = Settings::preset(Preset::Cpu)?;
     settings.plan.batch_size = batch_size;
+    let stage2 = settings.plan.stage1_steps;
     let mut t = Trainer::new(settings, SEED, data)?;
-    t.step = t.settings.plan.stage1_steps;
+    t.skip_to(stage2);
     Ok(t)
 }
 
@@ -119,15 +113,6 @@ fn offeq(p: &StepBatches) -> Result<(&LabelledBatch, &Graph)> {
             arg: "data",
             reason: "the stage-2 step needs the off-equilibrium frames".into(),
         })
-}
-
-fn zero_grads(params: &[Tensor]) {
-    for p in params {
-        let mut g = p.grad();
-        if g.defined() {
-            let _ = g.zero_();
-        }
-    }
 }
 
 fn sgd(params: &[Tensor], lr: f64) {
@@ -153,8 +138,8 @@ fn kind_name(kind: Kind) -> &'static str {
 fn write_fixture(data: &TrainData, batch_size: usize, kind: Kind, out: &Path) -> Result<PathBuf> {
     let mut t = trainer(data, batch_size)?;
     // Casts the model's variables in place (the model's tensors are the store's).
-    t.vs.set_kind(kind);
-    let (vs, schedule, settings, step) = (&t.vs, &t.schedule, &t.settings, t.step);
+    t.vs_mut().set_kind(kind);
+    let (vs, schedule, settings, step) = (t.vs(), t.schedule(), t.settings(), t.step());
     let weights = t.weights(Arm::Consistency)?;
     let p = t.batches(&weights, data, kind)?;
     let (o, g2) = offeq(&p)?;
@@ -180,8 +165,8 @@ fn write_fixture(data: &TrainData, batch_size: usize, kind: Kind, out: &Path) ->
         named.push((format!("{prefix}.forces"), b.forces.copy()));
         named.push((format!("{prefix}.force_mask"), b.force_mask.to_kind(Kind::Int64)));
     }
-    tch::manual_seed(mix(SEED, 2, step) as i64);
-    let (terms, draws) = t.losses(&weights, &p)?;
+    seed_step(SEED, Arm::Consistency, step);
+    let (terms, draws) = t.objective().losses(&weights, &p)?;
     for (suffix, drawn) in [
         ("den", &draws.denoising),
         ("opt", &draws.optimality),
@@ -275,7 +260,7 @@ fn verify_example(data: &TrainData, out: &Path) -> Result<()> {
         source,
     })?;
     let mut t = trainer(data, 32)?;
-    let step = t.step;
+    let step = t.step();
     let mut log = Log::open(&dir.join("metrics.csv"))?;
     t.run(
         Arm::Consistency,
@@ -296,8 +281,8 @@ fn verify_example(data: &TrainData, out: &Path) -> Result<()> {
     let fresh = trainer(data, 32)?;
     let weights = fresh.weights(Arm::Consistency)?;
     let p = fresh.batches(&weights, data, Kind::Float)?;
-    tch::manual_seed(mix(SEED, 2, step) as i64);
-    let (terms, _) = fresh.losses(&weights, &p)?;
+    seed_step(SEED, Arm::Consistency, step);
+    let (terms, _) = fresh.objective().losses(&weights, &p)?;
     let mut worst = 0f64;
     for term in terms.breakdown() {
         let col = header.iter().position(|h| *h == term.name);
@@ -338,14 +323,15 @@ fn measure(data: &TrainData, batch_size: usize, threads: i32, args: &Args) -> Re
     tch::set_num_threads(threads);
     let t = trainer(data, batch_size)?;
     let weights = t.weights(Arm::Consistency)?;
-    let params = t.vs.trainable_variables();
+    let params = t.vs().trainable_variables();
+    let objective = t.objective();
     let time = |f: &mut dyn FnMut() -> Result<()>| common::time_reps(f, 2, args.reps, args.min_seconds, 200);
     let prep = time(&mut || t.batches(&weights, data, Kind::Float).map(|_| ()))?;
     let p = t.batches(&weights, data, Kind::Float)?;
     let (o, g2) = offeq(&p)?;
     tch::manual_seed(0);
     let step_timing = time(&mut || {
-        let (terms, _) = t.losses(&weights, &p)?;
+        let (terms, _) = objective.losses(&weights, &p)?;
         let total = terms.total()?;
         zero_grads(&params);
         total.backward();
@@ -361,7 +347,7 @@ fn measure(data: &TrainData, batch_size: usize, threads: i32, args: &Args) -> Re
         let (s, g) = (&p.structures, &p.g);
         let w = weights;
         let energy_force = |b, g| -> Result<()> {
-            let (e, f) = t.energy_force(b, g, true)?;
+            let (e, f) = objective.energy_force(b, g, true)?;
             let f = f.unwrap_or_else(|| e.zeros_like());
             backward(e * w.energy + f * w.force);
             Ok(())
@@ -371,21 +357,21 @@ fn measure(data: &TrainData, batch_size: usize, threads: i32, args: &Args) -> Re
         parts.push((
             "denoising",
             time(&mut || {
-                backward(t.denoising(s, g)?.0);
+                backward(objective.denoising(s, g)?.0);
                 Ok(())
             })?,
         ));
         parts.push((
             "optimality",
             time(&mut || {
-                backward(t.optimality(s, g)?.0);
+                backward(objective.optimality(s, g)?.0);
                 Ok(())
             })?,
         ));
         parts.push((
             "score",
             time(&mut || {
-                backward(t.score(o, g2)?.0);
+                backward(objective.score(o, g2)?.0);
                 Ok(())
             })?,
         ));

@@ -244,7 +244,10 @@ impl Model {
     }
 
     /// Molecule energies `[B]` (eV) at positions `[N, 3]` (Å).
-    pub fn energy(&self, g: &Graph, pos: &Tensor) -> Tensor {
+    ///
+    /// # Errors
+    /// Positions that do not fit the graph's layout.
+    pub fn energy(&self, g: &Graph, pos: &Tensor) -> Result<Tensor> {
         let zero_time = Tensor::zeros([g.layout.num_molecules()], (pos.kind(), pos.device()));
         let e = self.encode(g, pos, &zero_time);
         let atomic = self
@@ -252,36 +255,30 @@ impl Model {
             .forward(&self.energy1.forward(&e.h).silu())
             .squeeze_dim(1)
             + self.references.index_select(0, &g.element);
-        Tensor::zeros([g.layout.num_molecules()], (pos.kind(), pos.device())).index_add(
-            0,
-            g.layout.batch(),
-            &atomic,
-        )
+        g.layout.sum(&atomic)
     }
 
     /// Predicted noise `[N, 3]` at noised positions and steps `t: [B]` (i64).
-    pub fn eps(&self, g: &Graph, x_t: &Tensor, t: &Tensor) -> Tensor {
+    ///
+    /// # Errors
+    /// Positions that do not fit the graph's layout.
+    pub fn eps(&self, g: &Graph, x_t: &Tensor, t: &Tensor) -> Result<Tensor> {
         let t_fraction = t.to_kind(x_t.kind()) / self.steps as f64;
         let e = self.encode(g, x_t, &t_fraction);
         let w = self.eps2.forward(&self.eps1.forward(&e.message).silu());
         let vectors = &e.diff / (e.dist.unsqueeze(1) + 1.0) * w;
         let eps = Tensor::zeros_like(x_t).index_add(0, &g.receiver, &vectors) * &g.inv_neighbours;
-        let mean = Tensor::zeros([g.layout.num_molecules(), 3], (x_t.kind(), x_t.device())).index_add(
-            0,
-            g.layout.batch(),
-            &eps,
-        ) / g.layout.counts().to_kind(x_t.kind()).unsqueeze(1);
-        eps - mean.index_select(0, g.layout.batch())
+        g.layout.centre(&eps)
     }
 
     /// The energy head as a physcon [`physcon::EnergyModel`] over one graph.
     pub fn energy_model<'a>(&'a self, g: &'a Graph) -> impl Fn(&Tensor) -> Result<Tensor> + 'a {
-        move |pos: &Tensor| Ok(self.energy(g, pos))
+        move |pos: &Tensor| self.energy(g, pos)
     }
 
     /// The eps head as a physcon [`physcon::diffusion::Denoiser`] over one graph.
     pub fn denoiser<'a>(&'a self, g: &'a Graph) -> impl Fn(&Tensor, &Tensor) -> Result<Tensor> + 'a {
-        move |x: &Tensor, t: &Tensor| Ok(self.eps(g, x, t))
+        move |x: &Tensor, t: &Tensor| self.eps(g, x, t)
     }
 }
 
@@ -292,9 +289,7 @@ mod tests {
     use physcon::testing::{gradcheck, GradcheckOptions};
 
     fn frames() -> Vec<Frame> {
-        let path =
-            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/extxyz/valid_small.extxyz");
-        read_extxyz(path).unwrap()
+        read_extxyz(crate::repo_root().join("tests/fixtures/extxyz/valid_small.extxyz")).unwrap()
     }
 
     fn model() -> (std::sync::MutexGuard<'static, ()>, nn::VarStore, Model) {
@@ -364,16 +359,16 @@ mod tests {
         let moved = batch.pos().matmul(&rot.tr()) + &shift;
         let t = Tensor::from_slice(&[10i64, 200, 500, 999]);
 
-        let e = model.energy(&g, batch.pos());
-        let e_moved = model.energy(&g, &moved);
-        let e_perm = model.energy(&gp, permuted.pos());
+        let e = model.energy(&g, batch.pos()).unwrap();
+        let e_moved = model.energy(&g, &moved).unwrap();
+        let e_perm = model.energy(&gp, permuted.pos()).unwrap();
         assert!((&e - e_moved).abs().max().double_value(&[]) < 1e-10);
         assert!((&e - e_perm).abs().max().double_value(&[]) < 1e-10);
 
-        let eps = model.eps(&g, batch.pos(), &t);
-        let eps_moved = model.eps(&g, &moved, &t);
+        let eps = model.eps(&g, batch.pos(), &t).unwrap();
+        let eps_moved = model.eps(&g, &moved, &t).unwrap();
         assert!((eps.matmul(&rot.tr()) - eps_moved).abs().max().double_value(&[]) < 1e-10);
-        let eps_perm = model.eps(&gp, permuted.pos(), &t);
+        let eps_perm = model.eps(&gp, permuted.pos(), &t).unwrap();
         assert!(
             (eps.index_select(0, &index) - eps_perm)
                 .abs()

@@ -1,0 +1,242 @@
+//! Checkpoints: weights, Adam state, where the run is, and the settings it was
+//! trained with, in one safetensors file written atomically.
+//!
+//! The run's state and settings travel as `key = value` text in the file's
+//! safetensors metadata (key `two_stage`), so `evaluate` and `predict` rebuild
+//! the model the checkpoint was trained as, and a resume or a `--preset` that
+//! does not match is refused naming the first setting that differs.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use physcon::data::write_atomic;
+use physcon::{Error, Result};
+use safetensors::tensor::{Dtype, SafeTensors, View};
+use tch::nn::VarStore;
+use tch::Tensor;
+
+use crate::model::ELEMENTS;
+use crate::objective::Arm;
+use crate::optim::Adam;
+use crate::settings::{KeyValues, Settings};
+
+/// The safetensors metadata key holding [`CheckpointMeta`]'s text.
+const META_KEY: &str = "two_stage";
+
+/// Where a run stands and what it was trained with.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CheckpointMeta {
+    pub arm: Arm,
+    /// Training steps done (the next step to run).
+    pub step: u64,
+    /// Adam steps taken.
+    pub adam_steps: i64,
+    pub seed: u64,
+    pub settings: Settings,
+}
+
+impl CheckpointMeta {
+    /// `key = value` lines: the run's state, the model's element set, then the settings.
+    pub fn to_text(&self) -> String {
+        let elements: Vec<String> = ELEMENTS.iter().map(i64::to_string).collect();
+        format!(
+            "arm = {}\nstep = {}\nadam_steps = {}\nseed = {}\nmodel.elements = {}\n{}",
+            self.arm.name(),
+            self.step,
+            self.adam_steps,
+            self.seed,
+            elements.join(","),
+            self.settings.to_text()
+        )
+    }
+
+    /// Reads [`CheckpointMeta::to_text`]'s lines back.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] naming the line of a bad or unknown key, a
+    /// missing key, or an element set other than the model's.
+    pub fn from_text(text: &str) -> Result<Self> {
+        let mut keys = KeyValues::parse(text)?;
+        let arm = keys.take_with("arm", |v| Arm::from_name(v).map_err(|e| e.to_string()))?;
+        let (step, adam_steps, seed) = (keys.take("step")?, keys.take("adam_steps")?, keys.take("seed")?);
+        keys.take_with("model.elements", |v| {
+            let elements: Vec<i64> = v
+                .split(',')
+                .map(|z| z.trim().parse::<i64>().map_err(|e| format!("`{z}`: {e}")))
+                .collect::<std::result::Result<_, _>>()?;
+            if elements == ELEMENTS {
+                Ok(())
+            } else {
+                Err(format!(
+                    "written for elements {elements:?}, the model knows {ELEMENTS:?}"
+                ))
+            }
+        })?;
+        let settings = Settings::take_from(&mut keys)?;
+        keys.finish()?;
+        Ok(Self {
+            arm,
+            step,
+            adam_steps,
+            seed,
+            settings,
+        })
+    }
+}
+
+/// A tensor's bytes as safetensors writes them.
+struct Bytes {
+    dtype: Dtype,
+    shape: Vec<usize>,
+    data: Vec<u8>,
+}
+
+impl Bytes {
+    fn new(t: &Tensor) -> Result<Self> {
+        let t = t.f_contiguous()?;
+        let numel = t.numel();
+        let mut data = vec![0u8; numel * t.kind().elt_size_in_bytes()];
+        t.f_copy_data_u8(&mut data, numel)?;
+        Ok(Self {
+            dtype: Dtype::try_from(t.kind())?,
+            shape: t.size().iter().map(|&d| d as usize).collect(),
+            data,
+        })
+    }
+}
+
+impl View for &Bytes {
+    fn dtype(&self) -> Dtype {
+        self.dtype
+    }
+    fn shape(&self) -> &[usize] {
+        &self.shape
+    }
+    fn data(&self) -> std::borrow::Cow<'_, [u8]> {
+        std::borrow::Cow::Borrowed(&self.data)
+    }
+    fn data_len(&self) -> usize {
+        self.data.len()
+    }
+}
+
+fn corrupt(path: &Path, what: &str) -> Error {
+    Error::InvalidArgument {
+        arg: "checkpoint",
+        reason: format!("{}: {what}", path.display()),
+    }
+}
+
+/// Writes the variables of `vs`, Adam's state and `meta` to `path` (through
+/// [`write_atomic`]: a killed run leaves the previous checkpoint whole).
+pub fn save(path: &Path, vs: &VarStore, adam: &Adam, meta: &CheckpointMeta) -> Result<()> {
+    let mut named: Vec<(String, Bytes)> = Vec::new();
+    for (k, v) in vs.variables() {
+        named.push((format!("model.{k}"), Bytes::new(&v)?));
+    }
+    for (k, (m, v)) in adam.m.iter().zip(&adam.v).enumerate() {
+        named.push((format!("adam.m.{k}"), Bytes::new(m)?));
+        named.push((format!("adam.v.{k}"), Bytes::new(v)?));
+    }
+    let info = HashMap::from([(META_KEY.to_owned(), meta.to_text())]);
+    let bytes = safetensors::tensor::serialize(named.iter().map(|(k, b)| (k.as_str(), b)), &Some(info))
+        .map_err(|e| corrupt(path, &format!("cannot serialise ({e})")))?;
+    write_atomic(path, &bytes)
+}
+
+/// A checkpoint read back: its metadata and tensors.
+pub struct Checkpoint {
+    pub meta: CheckpointMeta,
+    path: PathBuf,
+    tensors: HashMap<String, Tensor>,
+}
+
+impl Checkpoint {
+    /// Reads a checkpoint written by [`save`].
+    ///
+    /// # Errors
+    /// [`Error::Io`] for a missing file; [`Error::InvalidArgument`] (`checkpoint`)
+    /// for one that is not a safetensors file or not a two_stage checkpoint.
+    pub fn read(path: &Path) -> Result<Self> {
+        let bytes = std::fs::read(path).map_err(|source| Error::Io {
+            path: path.to_owned(),
+            source,
+        })?;
+        let file = SafeTensors::deserialize(&bytes)
+            .map_err(|e| corrupt(path, &format!("not a readable safetensors file ({e})")))?;
+        let (_, header) = SafeTensors::read_metadata(&bytes)
+            .map_err(|e| corrupt(path, &format!("not a readable safetensors file ({e})")))?;
+        let text = header
+            .metadata()
+            .as_ref()
+            .and_then(|m| m.get(META_KEY))
+            .ok_or_else(|| corrupt(path, "not a two_stage checkpoint (no `two_stage` metadata)"))?;
+        let meta = CheckpointMeta::from_text(text).map_err(|e| corrupt(path, &e.to_string()))?;
+        let tensors = file
+            .tensors()
+            .into_iter()
+            .map(|(name, view)| -> Result<(String, Tensor)> { Ok((name, Tensor::try_from(view)?)) })
+            .collect::<Result<_>>()?;
+        Ok(Self {
+            meta,
+            path: path.to_owned(),
+            tensors,
+        })
+    }
+
+    /// Refuses a checkpoint trained with other settings than `expected`, naming the first that differs.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] (`checkpoint`).
+    pub fn check_settings(&self, expected: &Settings) -> Result<()> {
+        match self.meta.settings.first_difference(expected) {
+            None => Ok(()),
+            Some((key, stored, wanted)) => Err(corrupt(
+                &self.path,
+                &format!(
+                    "written with `{key} = {stored}`, but the requested settings have `{key} = {wanted}`"
+                ),
+            )),
+        }
+    }
+
+    /// Copies the model's weights into the variables of `vs`.
+    ///
+    /// # Errors
+    /// A variable missing from the file or of another shape.
+    pub fn restore_model(&self, vs: &VarStore) -> Result<()> {
+        let vars = vs.variables();
+        tch::no_grad(|| -> Result<()> {
+            for (name, var) in &vars {
+                let src = self.tensor(&format!("model.{name}"))?;
+                if src.size() != var.size() {
+                    return Err(corrupt(
+                        &self.path,
+                        &format!("`{name}` has shape {:?}, the model {:?}", src.size(), var.size()),
+                    ));
+                }
+                var.shallow_clone().f_copy_(src)?;
+            }
+            Ok(())
+        })
+    }
+
+    /// Restores Adam's moments and step count.
+    ///
+    /// # Errors
+    /// Missing optimiser state.
+    pub fn restore_adam(&self, adam: &mut Adam) -> Result<()> {
+        for k in 0..adam.m.len() {
+            adam.m[k] = self.tensor(&format!("adam.m.{k}"))?.shallow_clone();
+            adam.v[k] = self.tensor(&format!("adam.v.{k}"))?.shallow_clone();
+        }
+        adam.t = self.meta.adam_steps;
+        Ok(())
+    }
+
+    fn tensor(&self, name: &str) -> Result<&Tensor> {
+        self.tensors
+            .get(name)
+            .ok_or_else(|| corrupt(&self.path, &format!("no tensor `{name}`")))
+    }
+}

@@ -1,0 +1,510 @@
+//! The command line: `train` (default), `evaluate`, `predict`.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use physcon::data::{read_extxyz, write_atomic, write_extxyz, Dataset, Frame, Splits};
+use physcon::diffusion::NoiseSchedule;
+use physcon::losses::Optimality;
+use physcon::{Error, MolBatch, Result, Temperature};
+use tch::{Device, Kind};
+
+use crate::data::TrainData;
+use crate::eval::{evaluate, generate, Evaluation, Generation};
+use crate::model::Graph;
+use crate::report::{report, table, write_plots, SeedResult, SplitScores};
+use crate::settings::{parse_optimality, Preset, Settings};
+use crate::training::{load_model, train_all, ArmCheckpoints};
+
+#[derive(Parser)]
+#[command(
+    name = "two_stage",
+    about = "physcon's two-stage example: physical consistency on MMFF structures with GFN2-xTB labels"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+pub enum Command {
+    /// Stage 1, then both stage-2 arms, evaluated on val and test, per seed.
+    Train(TrainArgs),
+    /// Scores a checkpoint on a split.
+    Evaluate(EvaluateArgs),
+    /// Writes K generated structures per molecule of an extended-XYZ file.
+    Predict(PredictArgs),
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+pub enum SplitName {
+    Val,
+    Test,
+}
+
+#[derive(Clone, Copy, ValueEnum, PartialEq)]
+pub enum GenerationName {
+    /// Refine the input (cheap) structure: noise it to --start, then DDIM.
+    Refine,
+    /// Generate from pure noise.
+    Noise,
+}
+
+/// How structures are generated.
+#[derive(clap::Args, Clone)]
+pub struct GenArgs {
+    /// Structures generated per molecule.
+    #[arg(long, default_value_t = 4)]
+    pub samples: i64,
+    /// How structures are generated.
+    #[arg(long, value_enum, default_value_t = GenerationName::Refine)]
+    pub generation: GenerationName,
+    /// Diffusion step the refinement starts from.
+    #[arg(long, default_value_t = 10)]
+    pub start: i64,
+    /// DDIM steps.
+    #[arg(long, default_value_t = 10)]
+    pub ddim_steps: i64,
+}
+
+impl GenArgs {
+    pub fn generation(&self) -> Generation {
+        match self.generation {
+            GenerationName::Refine => Generation::Refine {
+                start: self.start,
+                steps: self.ddim_steps,
+            },
+            GenerationName::Noise => Generation::Noise {
+                steps: self.ddim_steps,
+            },
+        }
+    }
+}
+
+/// Changes to a preset's settings for a study.
+#[derive(clap::Args, Clone, Default)]
+pub struct Overrides {
+    /// Override kT (eV) of score consistency.
+    #[arg(long)]
+    pub kt: Option<f64>,
+    /// Override the optimality weight of stage 2.
+    #[arg(long)]
+    pub optimality_weight: Option<f64>,
+    /// Override the score weight of stage 2.
+    #[arg(long)]
+    pub score_weight: Option<f64>,
+    /// Override the form of optimality consistency (stationarity, descent).
+    #[arg(long, value_parser = parse_optimality)]
+    pub optimality: Option<Optimality>,
+    /// Override the largest step of the one-step generated structure (optimality).
+    #[arg(long)]
+    pub optimality_t_max: Option<i64>,
+    /// Override the largest step of score consistency.
+    #[arg(long)]
+    pub score_t_max: Option<i64>,
+    /// Override the stage-1 step count.
+    #[arg(long)]
+    pub stage1_steps: Option<u64>,
+    /// Override the stage-2 step count.
+    #[arg(long)]
+    pub stage2_steps: Option<u64>,
+    /// Override the fraction of denoising samples drawn at small noise (steps 1..=100).
+    #[arg(long)]
+    pub small_t_fraction: Option<f64>,
+}
+
+impl Overrides {
+    /// The settings of `preset` with these overrides applied.
+    pub fn apply(&self, preset: Preset) -> Result<Settings> {
+        let mut s = Settings::preset(preset)?;
+        if let Some(kt) = self.kt {
+            s.kt = Temperature::from_kt(kt)?.kt();
+        }
+        if let Some(w) = self.optimality_weight {
+            s.plan.stage2.optimality = w;
+        }
+        if let Some(w) = self.score_weight {
+            s.plan.stage2.score = w;
+        }
+        if let Some(form) = self.optimality {
+            s.optimality = form;
+        }
+        if let Some(t) = self.optimality_t_max {
+            s.optimality_t = 1..=t;
+        }
+        if let Some(t) = self.score_t_max {
+            s.score_t = 1..=t;
+        }
+        if let Some(n) = self.stage1_steps {
+            s.plan.stage1_steps = n;
+        }
+        if let Some(n) = self.stage2_steps {
+            s.plan.stage2_steps = n;
+        }
+        if let Some(f) = self.small_t_fraction {
+            s.small_t_fraction = f;
+        }
+        Ok(s)
+    }
+}
+
+/// `train`'s options; also a parser of its own, for `two_stage` without a subcommand.
+#[derive(Parser, Clone)]
+pub struct TrainArgs {
+    #[arg(long, value_enum, default_value_t = Preset::Cpu)]
+    pub preset: Preset,
+    #[arg(long, default_value = "data")]
+    pub data: PathBuf,
+    /// Output folder (default `runs/<preset>`).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    #[arg(long, value_delimiter = ',', default_values_t = [0u64])]
+    pub seeds: Vec<u64>,
+    /// Continue the runs found in --out from their last checkpoints.
+    #[arg(long)]
+    pub resume: bool,
+    /// Evaluate on the validation split only (for tuning; the test split is for final numbers).
+    #[arg(long)]
+    pub val_only: bool,
+    #[command(flatten)]
+    pub overrides: Overrides,
+    #[command(flatten)]
+    pub gen: GenArgs,
+}
+
+#[derive(clap::Args, Clone)]
+pub struct EvaluateArgs {
+    #[arg(long)]
+    pub checkpoint: PathBuf,
+    /// Refuse a checkpoint not trained with this preset's settings (default: the checkpoint's own).
+    #[arg(long, value_enum)]
+    pub preset: Option<Preset>,
+    #[arg(long, default_value = "data")]
+    pub data: PathBuf,
+    #[arg(long, value_enum, default_value_t = SplitName::Test)]
+    pub split: SplitName,
+    #[command(flatten)]
+    pub gen: GenArgs,
+}
+
+#[derive(clap::Args, Clone)]
+pub struct PredictArgs {
+    #[arg(long)]
+    pub checkpoint: PathBuf,
+    /// Refuse a checkpoint not trained with this preset's settings (default: the checkpoint's own).
+    #[arg(long, value_enum)]
+    pub preset: Option<Preset>,
+    #[arg(long)]
+    pub input: PathBuf,
+    #[arg(long)]
+    pub output: PathBuf,
+    #[command(flatten)]
+    pub gen: GenArgs,
+}
+
+/// Parses the command line and runs it; errors end the process with status 1.
+pub fn main() {
+    if let Err(e) = run(Cli::parse()) {
+        eprintln!("error: {e}");
+        std::process::exit(1);
+    }
+}
+
+/// Runs a parsed command line.
+pub fn run(cli: Cli) -> Result<()> {
+    tch::set_num_threads(2);
+    // No subcommand means `train` with every default.
+    let command = cli
+        .command
+        .unwrap_or_else(|| Command::Train(TrainArgs::parse_from(["two_stage"])));
+    match command {
+        Command::Train(args) => train(&args),
+        Command::Evaluate(args) => evaluate_checkpoint(&args),
+        Command::Predict(args) => predict(&args),
+    }
+}
+
+/// The settings a `--preset` asks for, if given.
+fn requested(preset: Option<Preset>) -> Result<Option<Settings>> {
+    preset.map(Settings::preset).transpose()
+}
+
+/// Both arms of `settings` on one split, each from its checkpoint, with the seed's generator.
+fn evaluate_arms(
+    arms: &ArmCheckpoints,
+    settings: &Settings,
+    split: &Dataset,
+    gen: &GenArgs,
+    schedule: &NoiseSchedule,
+    seed: u64,
+) -> Result<SplitScores> {
+    let score = |checkpoint: &Path| -> Result<Evaluation> {
+        let trained = load_model(checkpoint, Some(settings))?;
+        evaluate(
+            &trained.model,
+            split,
+            gen.samples,
+            gen.generation(),
+            schedule,
+            seed,
+        )
+    };
+    Ok(SplitScores {
+        consistency: score(&arms.consistency)?,
+        control: score(&arms.control)?,
+    })
+}
+
+/// `train`: every seed's two arms, evaluated, plotted (first seed) and reported.
+pub fn train(args: &TrainArgs) -> Result<()> {
+    let settings = args.overrides.apply(args.preset)?;
+    let out = args
+        .out
+        .clone()
+        .unwrap_or_else(|| Path::new("runs").join(args.preset.name()));
+    let splits = Splits::read_dir(&args.data)?;
+    let data = TrainData::new(&splits.train)?;
+    let schedule = NoiseSchedule::cosine(settings.diffusion_steps)?;
+    let started = Instant::now();
+    let mut results: Vec<SeedResult> = Vec::new();
+    for &seed in &args.seeds {
+        let t0 = Instant::now();
+        let arms = train_all(
+            &settings,
+            seed,
+            &data,
+            &out.join(format!("seed-{seed}")),
+            args.resume,
+        )?;
+        let wall_seconds = t0.elapsed().as_secs_f64();
+        let val = Some(evaluate_arms(
+            &arms,
+            &settings,
+            &splits.val,
+            &args.gen,
+            &schedule,
+            seed,
+        )?);
+        let test = if args.val_only {
+            None
+        } else {
+            Some(evaluate_arms(
+                &arms,
+                &settings,
+                &splits.test,
+                &args.gen,
+                &schedule,
+                seed,
+            )?)
+        };
+        match &test {
+            Some(t) => {
+                if seed == args.seeds[0] {
+                    write_plots(&out, seed, t)?;
+                }
+                println!(
+                    "seed {seed}: trained both arms in {wall_seconds:.0} s; test RMSD control {:.4} consistency {:.4} (MMFF {:.4})",
+                    t.control.model.rmsd_mean, t.consistency.model.rmsd_mean, t.control.baseline.rmsd_mean
+                );
+            }
+            None => println!("seed {seed}: trained both arms in {wall_seconds:.0} s; test not evaluated"),
+        }
+        results.push(SeedResult {
+            seed,
+            val,
+            test,
+            wall_seconds,
+        });
+    }
+    let text = report(
+        &settings,
+        &args.seeds,
+        &results,
+        &args.gen.generation().describe(),
+        args.gen.samples,
+        started.elapsed().as_secs_f64(),
+    );
+    print!("{text}");
+    write_atomic(&out.join("report.md"), text.as_bytes())
+}
+
+/// `evaluate`: one checkpoint's scores on a split beside the cheap structures'.
+pub fn evaluate_checkpoint(args: &EvaluateArgs) -> Result<()> {
+    let trained = load_model(&args.checkpoint, requested(args.preset)?.as_ref())?;
+    let splits = Splits::read_dir(&args.data)?;
+    let split = match args.split {
+        SplitName::Val => &splits.val,
+        SplitName::Test => &splits.test,
+    };
+    let schedule = NoiseSchedule::cosine(trained.settings.diffusion_steps)?;
+    let gen = &args.gen;
+    let e = evaluate(&trained.model, split, gen.samples, gen.generation(), &schedule, 0)?;
+    println!(
+        "{}",
+        table(
+            &[
+                ("MMFF structure (cheap level)", vec![&e.baseline]),
+                (trained.arm.name(), vec![&e.model])
+            ],
+            gen.samples
+        )
+    );
+    Ok(())
+}
+
+/// `predict`: `--samples` generated structures per molecule of `--input`, written to `--output`.
+pub fn predict(args: &PredictArgs) -> Result<()> {
+    let gen = &args.gen;
+    if gen.samples < 1 {
+        return Err(Error::InvalidArgument {
+            arg: "--samples",
+            reason: "must be at least 1".into(),
+        });
+    }
+    let trained = load_model(&args.checkpoint, requested(args.preset)?.as_ref())?;
+    let frames = Dataset::new(read_extxyz(&args.input)?)?;
+    let schedule = NoiseSchedule::cosine(trained.settings.diffusion_steps)?;
+    tch::manual_seed(0);
+    let mut out: Vec<Frame> = Vec::new();
+    for chunk in frames.frames().chunks(32) {
+        let molecules: Vec<_> = chunk.iter().map(Frame::molecule).collect();
+        let batch = MolBatch::from_molecules(&molecules, Kind::Float, Device::Cpu)?;
+        let g = Graph::new(&batch, Kind::Float)?;
+        let samples = generate(
+            &trained.model,
+            &g,
+            batch.pos(),
+            gen.samples,
+            gen.generation(),
+            &schedule,
+        )?;
+        let samples: Vec<Vec<f64>> = samples
+            .iter()
+            .map(|x| Vec::<f64>::try_from(x.to_kind(Kind::Double).reshape([-1])))
+            .collect::<std::result::Result<_, _>>()?;
+        let mut offset = 0;
+        for frame in chunk {
+            for sample in &samples {
+                let pos = (0..frame.num_atoms())
+                    .map(|a| {
+                        [
+                            sample[3 * (offset + a)],
+                            sample[3 * (offset + a) + 1],
+                            sample[3 * (offset + a) + 2],
+                        ]
+                    })
+                    .collect();
+                out.push(Frame {
+                    level: Some(format!("physcon-{}", trained.arm.name())),
+                    energy: None,
+                    forces: None,
+                    pos,
+                    ..frame.clone()
+                });
+            }
+            offset += frame.num_atoms();
+        }
+    }
+    write_extxyz(&args.output, &out)?;
+    println!(
+        "wrote {} structures ({} per molecule) to {}",
+        out.len(),
+        gen.samples,
+        args.output.display()
+    );
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The `quick` preset end to end: both arms, evaluation, report, resume and predict.
+    #[test]
+    fn quick_preset_end_to_end() {
+        let _rng = crate::rng_lock();
+        tch::set_num_threads(1);
+        let root = crate::repo_root();
+        let out = std::env::temp_dir().join(format!("physcon-two-stage-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&out);
+        let mut argv: Vec<std::ffi::OsString> = [
+            "two_stage",
+            "--preset",
+            "quick",
+            "--samples",
+            "2",
+            "--start",
+            "10",
+            "--ddim-steps",
+            "5",
+        ]
+        .map(Into::into)
+        .to_vec();
+        argv.extend([
+            "--data".into(),
+            root.join("data").into(),
+            "--out".into(),
+            out.clone().into(),
+        ]);
+        let args = TrainArgs::parse_from(argv);
+        train(&args).unwrap();
+        let report = std::fs::read_to_string(out.join("report.md")).unwrap();
+        assert!(report.contains("consistency") && report.contains("MMFF structure"));
+        assert!(out.join("scatter-consistency.svg").exists());
+        // A finished run is not overwritten: a fresh --out (or --resume) is required.
+        assert!(matches!(
+            train(&args),
+            Err(Error::InvalidArgument { arg: "--out", .. })
+        ));
+        let checkpoint = out.join("seed-0/consistency.safetensors");
+        let output = out.join("predicted.extxyz");
+        let predict_args = |preset: Option<Preset>| PredictArgs {
+            checkpoint: checkpoint.clone(),
+            preset,
+            input: root.join("tests/fixtures/extxyz/valid_small.extxyz"),
+            output: output.clone(),
+            gen: args.gen.clone(),
+        };
+        // No --preset: the checkpoint's own settings (quick) build the model.
+        predict(&predict_args(None)).unwrap();
+        let predicted = read_extxyz(&output).unwrap();
+        assert_eq!(predicted.len(), 4 * 2);
+        assert_eq!(predicted[0].mol_id, "nci-04846");
+        assert_eq!(predicted[0].species, [8, 6, 8, 1, 1]);
+        assert_eq!(predicted[0].level.as_deref(), Some("physcon-consistency"));
+        predict(&predict_args(Some(Preset::Quick))).unwrap();
+        std::fs::remove_file(&output).unwrap();
+        // A --preset the checkpoint was not trained with is refused, naming the setting.
+        let refused = |r: Result<()>| match r {
+            Err(Error::InvalidArgument {
+                arg: "checkpoint",
+                reason,
+            }) => reason,
+            Err(other) => panic!("unexpected error {other}"),
+            Ok(()) => panic!("a mismatching --preset was accepted"),
+        };
+        let reason = refused(predict(&predict_args(Some(Preset::Cpu))));
+        assert!(
+            reason.contains("written with `plan.stage1_steps = 30`, but the requested settings have `plan.stage1_steps = 1500`"),
+            "{reason}"
+        );
+        assert!(!output.exists());
+        let reason = refused(evaluate_checkpoint(&EvaluateArgs {
+            checkpoint: checkpoint.clone(),
+            preset: Some(Preset::Paper),
+            data: root.join("data"),
+            split: SplitName::Val,
+            gen: args.gen.clone(),
+        }));
+        assert!(reason.contains("`plan.stage1_steps = 30`"), "{reason}");
+        // Another model size alone is named too.
+        let mut wider = Settings::preset(Preset::Quick).unwrap();
+        wider.model.hidden = 64;
+        assert!(matches!(
+            load_model(&checkpoint, Some(&wider)),
+            Err(Error::InvalidArgument { arg: "checkpoint", reason }) if reason.contains("`model.hidden = 32`")
+        ));
+        std::fs::remove_dir_all(&out).unwrap();
+    }
+}

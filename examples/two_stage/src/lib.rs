@@ -1,0 +1,52 @@
+//! The two-stage example of physcon as a library: multi-task training (energy
+//! and denoising), then physical consistency (optimality and score) with a
+//! force loss, against a control arm without the consistency losses, on the
+//! shipped dataset (MMFF structures, GFN2-xTB energies and forces), judged
+//! against GFN2-xTB minima.
+//!
+//! The command line is [`cli`]; `examples/two_stage/main.rs` in the physcon
+//! repository runs it:
+//!
+//! ```text
+//! cargo run --release --example two_stage                      # train --preset cpu --seeds 0
+//! cargo run --release --example two_stage -- train --preset quick --seeds 0
+//! cargo run --release --example two_stage -- evaluate --checkpoint runs/cpu/seed-0/consistency.safetensors
+//! cargo run --release --example two_stage -- predict --checkpoint C --input in.extxyz --output out.extxyz --samples 4
+//! ```
+//!
+//! The parts, in the order a training step uses them:
+//!
+//! - [`settings`]: presets and overrides, and their `key = value` text;
+//! - [`model`]: the reference model (shared encoder, energy and eps heads);
+//! - [`data`]: the training frames and the batches of each step;
+//! - [`objective`]: the arms and the loss terms of a step;
+//! - [`optim`]: Adam with gradient clipping;
+//! - [`training`]: the loop, resume, and [`training::train_all`];
+//! - [`checkpoint`]: weights, optimiser state and settings in one file;
+//! - [`log`]: per-step CSV and the progress bar;
+//! - [`eval`] and [`report`]: scores on a split, tables, plots.
+
+pub mod checkpoint;
+pub mod cli;
+pub mod data;
+pub mod eval;
+pub mod log;
+pub mod model;
+pub mod objective;
+pub mod optim;
+pub mod report;
+pub mod settings;
+pub mod training;
+
+/// libtorch's generator is process-wide: tests that seed it run one at a time.
+#[cfg(test)]
+fn rng_lock() -> std::sync::MutexGuard<'static, ()> {
+    static RNG: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    RNG.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// The physcon repository, which holds the dataset and the test fixtures.
+#[cfg(test)]
+fn repo_root() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}

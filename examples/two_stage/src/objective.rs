@@ -1,0 +1,230 @@
+//! The training objective: which losses a step uses ([`Arm`] and the plan's
+//! weights) and their values on a step's batches ([`Objective`]), apart from
+//! the optimiser and the loop, in the spirit of TorchMD-Net's
+//! `step(batch, loss_fn, stage)`.
+//!
+//! Every stochastic term draws its steps and noise from libtorch's generator in
+//! a fixed order, so a step is reproducible from the generator's seed.
+
+use physcon::data::LabelledBatch;
+use physcon::diffusion::{q_sample, x0_from_eps, NoiseSchedule, Noised};
+use physcon::losses::{
+    denoising_loss, force_loss, EnergyLoss, Forces, LossTerms, Optimality, OptimalityLoss, ScoreConsistency,
+};
+use physcon::schedule::{LossWeights, TrainingPlan};
+use physcon::{Error, Result};
+use tch::{Device, Kind, Tensor};
+
+use crate::data::StepBatches;
+use crate::model::{Graph, Model};
+use crate::settings::Settings;
+
+/// Which stage-2 losses a run uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Arm {
+    /// Stage 1 (shared by both arms).
+    Stage1,
+    /// Stage 2 with optimality and score consistency.
+    Consistency,
+    /// Stage 2 with the consistency losses off (force loss on): the control.
+    Control,
+}
+
+impl Arm {
+    pub const ALL: [Arm; 3] = [Arm::Stage1, Arm::Consistency, Arm::Control];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Arm::Stage1 => "stage1",
+            Arm::Consistency => "consistency",
+            Arm::Control => "control",
+        }
+    }
+
+    /// The arm called `name`.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] for a name no arm has.
+    pub fn from_name(name: &str) -> Result<Self> {
+        Self::ALL
+            .into_iter()
+            .find(|a| a.name() == name)
+            .ok_or_else(|| Error::InvalidArgument {
+                arg: "arm",
+                reason: format!("unknown arm `{name}` (stage1, consistency, control)"),
+            })
+    }
+
+    /// The loss weights of `step`; the control arm never uses the consistency terms.
+    pub fn weights(self, plan: &TrainingPlan, step: u64) -> Result<LossWeights> {
+        let mut weights = plan.weights(step)?;
+        if self == Arm::Control {
+            weights.optimality = 0.0;
+            weights.score = 0.0;
+        }
+        Ok(weights)
+    }
+}
+
+/// What one noised term drew: steps `t` `[B]` and noise `eps` `[N, 3]`.
+///
+/// Training discards them; `benches/step.rs` writes them to its fixtures so the
+/// PyTorch side can replay the step.
+pub struct Drawn {
+    pub t: Tensor,
+    pub eps: Tensor,
+}
+
+impl Drawn {
+    fn new(t: Tensor, noised: &Noised) -> Self {
+        Self {
+            t,
+            eps: noised.eps().shallow_clone(),
+        }
+    }
+}
+
+/// What a step drew from libtorch's generator, per noised term.
+#[derive(Default)]
+pub struct Draws {
+    pub denoising: Option<Drawn>,
+    pub optimality: Option<Drawn>,
+    pub score: Option<Drawn>,
+}
+
+/// The losses of the two-stage example for one model.
+pub struct Objective<'a> {
+    pub model: &'a Model,
+    pub settings: &'a Settings,
+    pub schedule: &'a NoiseSchedule,
+}
+
+impl Objective<'_> {
+    /// Energy loss (per-atom MSE) and, with `with_forces`, the force loss of one batch.
+    ///
+    /// One forward serves both: the forces come from a create-graph backward, so
+    /// the force loss trains the energy model (a double backward).
+    pub fn energy_force(
+        &self,
+        b: &LabelledBatch,
+        g: &Graph,
+        with_forces: bool,
+    ) -> Result<(Tensor, Option<Tensor>)> {
+        let layout = &g.layout;
+        let pos = b.batch.pos();
+        let x = pos.detach().set_requires_grad(with_forces);
+        let e = self.model.energy(g, &x)?;
+        let l_energy =
+            EnergyLoss::default()
+                .per_atom(true)
+                .forward(&e, &b.energy, layout, Some(&b.energy_mask))?;
+        if !with_forces {
+            return Ok((l_energy, None));
+        }
+        let f = -Tensor::run_backward(&[e.sum(pos.kind())], &[&x], true, true).remove(0);
+        let l_force = force_loss(&f, &b.forces, layout, Some(&b.force_mask))?;
+        Ok((l_energy, Some(l_force)))
+    }
+
+    /// Denoising loss at t uniform in 1..=T, or in the small range with probability
+    /// `small_t_fraction`; with what it drew.
+    pub fn denoising(&self, b: &LabelledBatch, g: &Graph) -> Result<(Tensor, Drawn)> {
+        let layout = &g.layout;
+        let n = layout.num_molecules();
+        let t_all = self
+            .schedule
+            .sample_t(n, 1..=self.settings.diffusion_steps, Device::Cpu)?;
+        let t_small = self
+            .schedule
+            .sample_t(n, self.settings.small_t.clone(), Device::Cpu)?;
+        let pick_small = Tensor::rand([n], (Kind::Float, Device::Cpu)).lt(self.settings.small_t_fraction);
+        let t = t_small.where_self(&pick_small, &t_all);
+        let noised = q_sample(self.schedule, b.batch.pos(), &t, layout)?;
+        let eps_hat = self.model.eps(g, noised.x_t(), &t)?;
+        let loss = denoising_loss(&eps_hat, noised.eps(), layout)?;
+        Ok((loss, Drawn::new(t, &noised)))
+    }
+
+    /// Optimality consistency (`settings.optimality`, flow `ToStructure`) of the
+    /// one-step structure `x0_hat(R_t)` at t in `optimality_t`; with what it drew.
+    pub fn optimality(&self, b: &LabelledBatch, g: &Graph) -> Result<(Tensor, Drawn)> {
+        let layout = &g.layout;
+        let pos = b.batch.pos();
+        let t = self.schedule.sample_t(
+            layout.num_molecules(),
+            self.settings.optimality_t.clone(),
+            Device::Cpu,
+        )?;
+        let noised = q_sample(self.schedule, pos, &t, layout)?;
+        let eps_hat = self.model.eps(g, noised.x_t(), &t)?;
+        let generated = x0_from_eps(noised.x_t(), &eps_hat, noised.level(), layout)?;
+        let energy = self.model.energy_model(g);
+        let loss = OptimalityLoss {
+            form: self.settings.optimality,
+            ..OptimalityLoss::default()
+        };
+        let reference = (self.settings.optimality == Optimality::EnergyDescent).then_some(pos);
+        let l = loss.forward(&energy, &generated, reference, layout)?;
+        Ok((l, Drawn::new(t, &noised)))
+    }
+
+    /// Score consistency with the model's own forces at t in `score_t` (flow
+    /// `ToStructure`); with what it drew.
+    pub fn score(&self, b: &LabelledBatch, g: &Graph) -> Result<(Tensor, Drawn)> {
+        let layout = &g.layout;
+        let t = self
+            .schedule
+            .sample_t(layout.num_molecules(), self.settings.score_t.clone(), Device::Cpu)?;
+        let noised = q_sample(self.schedule, b.batch.pos(), &t, layout)?;
+        let eps_hat = self.model.eps(g, noised.x_t(), &t)?;
+        let energy = self.model.energy_model(g);
+        let l = ScoreConsistency::new(self.settings.kt)?.forward(
+            &eps_hat,
+            &noised,
+            Forces::Model(&energy),
+            layout,
+        )?;
+        Ok((l, Drawn::new(t, &noised)))
+    }
+
+    /// The weighted loss terms of one step on `batches`, drawing steps and noise
+    /// from libtorch's generator in a fixed order; with what was drawn.
+    pub fn losses(&self, weights: &LossWeights, batches: &StepBatches) -> Result<(LossTerms, Draws)> {
+        let StepBatches { structures, g, offeq } = batches;
+        let mut terms = LossTerms::new();
+        let mut draws = Draws::default();
+
+        // Stage 2 trains forces on every frame that has them: the accurate forces at
+        // the cheap structures say where the accurate minimum lies.
+        let with_forces = weights.force > 0.0;
+        let (mut l_energy, force) = self.energy_force(structures, g, with_forces)?;
+        let mut l_force: Vec<Tensor> = force.into_iter().collect();
+
+        let (l, drawn) = self.denoising(structures, g)?;
+        terms.push("denoising", weights.denoising, l)?;
+        draws.denoising = Some(drawn);
+
+        if let (Some((b, g2)), true) = (offeq, with_forces) {
+            let (l2, f2) = self.energy_force(b, g2, true)?;
+            l_force.extend(f2);
+            l_energy = (l_energy + l2) * 0.5;
+        }
+        let n = l_force.len() as f64;
+        if let Some(sum) = l_force.into_iter().reduce(|a, b| a + b) {
+            terms.push("force", weights.force, sum / n)?;
+        }
+        terms.push("energy", weights.energy, l_energy)?;
+
+        if weights.optimality > 0.0 {
+            let (l, drawn) = self.optimality(structures, g)?;
+            terms.push("optimality", weights.optimality, l)?;
+            draws.optimality = Some(drawn);
+        }
+        if let (Some((b, g2)), true) = (offeq, weights.score > 0.0) {
+            let (l, drawn) = self.score(b, g2)?;
+            terms.push("score", weights.score, l)?;
+            draws.score = Some(drawn);
+        }
+        Ok((terms, draws))
+    }
+}

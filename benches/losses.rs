@@ -15,7 +15,9 @@ use criterion::{
     criterion_group, criterion_main, BenchmarkGroup, BenchmarkId, Criterion, SamplingMode, Throughput,
 };
 use physcon::diffusion::{com_free_noise, q_sample, sample, NoiseSchedule, SamplerConfig};
-use physcon::losses::{denoising_loss, force_loss, EnergyLoss, Forces, OptimalityLoss, ScoreConsistency};
+use physcon::losses::{
+    DenoisingLoss, EnergyDescentLoss, EnergyLoss, ForceLoss, Forces, ScoreConsistency, StationarityLoss,
+};
 use physcon::metrics::kabsch_rmsd;
 use physcon::{BatchLayout, EnergyModel, MolBatch};
 use tch::{Device, Kind, Tensor};
@@ -42,7 +44,7 @@ fn energy_losses<M: Measurement>(
             let e = energy.energy(&x).unwrap();
             EnergyLoss::default()
                 .per_atom(true)
-                .forward(&e, &target, layout, None)
+                .forward(&e, &target, None, layout)
                 .unwrap()
                 .backward();
         })
@@ -51,24 +53,30 @@ fn energy_losses<M: Measurement>(
     group.bench_function(BenchmarkId::new("force", molecules), |b| {
         b.iter(|| {
             let f = physcon::forces(energy, &leaf(), layout, true).unwrap();
-            force_loss(&f, &f_ref, layout, None).unwrap().backward();
+            ForceLoss::new()
+                .forward(&f, &f_ref, None, layout)
+                .unwrap()
+                .backward();
         })
     });
-    for (name, loss) in [
-        ("optimality-stationarity", OptimalityLoss::stationarity()),
-        ("optimality-descent", OptimalityLoss::energy_descent()),
-    ] {
-        let reference = (name == "optimality-descent").then(|| pos.shallow_clone());
-        group.bench_function(BenchmarkId::new(name, molecules), |b| {
-            b.iter(|| {
-                // The structure stands in for a generated one: its gradient is what
-                // would flow on into the structure model.
-                loss.forward(energy, &leaf(), reference.as_ref(), layout)
-                    .unwrap()
-                    .backward();
-            })
-        });
-    }
+    // The structure stands in for a generated one: its gradient is what would
+    // flow on into the structure model.
+    group.bench_function(BenchmarkId::new("optimality-stationarity", molecules), |b| {
+        b.iter(|| {
+            StationarityLoss::new()
+                .forward(energy, &leaf(), layout)
+                .unwrap()
+                .backward();
+        })
+    });
+    group.bench_function(BenchmarkId::new("optimality-descent", molecules), |b| {
+        b.iter(|| {
+            EnergyDescentLoss::new()
+                .forward(energy, &leaf(), pos, layout)
+                .unwrap()
+                .backward();
+        })
+    });
 }
 
 fn losses(c: &mut Criterion) {
@@ -85,7 +93,10 @@ fn losses(c: &mut Criterion) {
         group.bench_function(BenchmarkId::new("denoising", molecules), |b| {
             b.iter(|| {
                 let x = leaf();
-                denoising_loss(&(&x * 0.5), &f_ref, &layout).unwrap().backward();
+                DenoisingLoss::new()
+                    .forward(&(&x * 0.5), &f_ref, &layout)
+                    .unwrap()
+                    .backward();
             })
         });
         let schedule = NoiseSchedule::cosine(1000).unwrap();
@@ -96,7 +107,15 @@ fn losses(c: &mut Criterion) {
             b.iter(|| {
                 let eps_hat = leaf() * 0.1;
                 score
-                    .forward(&eps_hat, &noised, Forces::Model(&energy), &layout)
+                    .forward(
+                        &eps_hat,
+                        noised.level(),
+                        Forces::Model {
+                            energy: &energy,
+                            at: noised.x0(),
+                        },
+                        &layout,
+                    )
                     .unwrap()
                     .backward();
             })
@@ -161,7 +180,8 @@ fn losses_model(c: &mut Criterion) {
                 let t = schedule.sample_t(molecules, 1..=1000, Device::Cpu).unwrap();
                 let noised = q_sample(&schedule, &pos, &t, &layout).unwrap();
                 let eps_hat = net.eps(&g, noised.x_t(), &t).unwrap();
-                denoising_loss(&eps_hat, noised.eps(), &layout)
+                DenoisingLoss::new()
+                    .forward(&eps_hat, noised.eps(), &layout)
                     .unwrap()
                     .backward();
             })
@@ -173,7 +193,15 @@ fn losses_model(c: &mut Criterion) {
                 let noised = q_sample(&schedule, &pos, &t, &layout).unwrap();
                 let eps_hat = net.eps(&g, noised.x_t(), &t).unwrap();
                 score
-                    .forward(&eps_hat, &noised, Forces::Model(&energy), &layout)
+                    .forward(
+                        &eps_hat,
+                        noised.level(),
+                        Forces::Model {
+                            energy: &energy,
+                            at: noised.x0(),
+                        },
+                        &layout,
+                    )
                     .unwrap()
                     .backward();
             })

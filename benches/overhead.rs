@@ -25,7 +25,7 @@ mod common;
 use std::process::Command;
 use std::time::Instant;
 
-use physcon::losses::OptimalityLoss;
+use physcon::losses::StationarityLoss;
 use physcon::{EnergyModel, Error, Result};
 use tch::{Kind, Tensor};
 
@@ -90,9 +90,7 @@ fn child(molecules: i64, calls: usize) -> Result<()> {
     let counts = layout.counts().to_kind(Kind::Float);
     let mut physcon = || -> Result<()> {
         let x = structure();
-        OptimalityLoss::stationarity()
-            .forward(&energy, &x, None, &layout)?
-            .backward();
+        StationarityLoss::new().forward(&energy, &x, &layout)?.backward();
         Ok(())
     };
     let floor = || -> Result<()> {

@@ -29,7 +29,7 @@ use std::path::PathBuf;
 use std::process::Command;
 
 use clap::Parser;
-use physcon::losses::OptimalityLoss;
+use physcon::losses::StationarityLoss;
 use physcon::{EnergyModel, Error, MolBatch, Result};
 use tch::{Device, Kind};
 use two_stage::model::{Graph, Model, ModelConfig};
@@ -84,12 +84,12 @@ fn status_mib(field: &str) -> Option<f64> {
 fn child(args: &Args) -> Result<()> {
     tch::set_num_threads(args.threads);
     let (layout, pos) = common::batch(args.molecules, args.atoms, 7)?;
-    let loss = OptimalityLoss::stationarity();
+    let loss = StationarityLoss::new();
     let vs = tch::nn::VarStore::new(Device::Cpu);
     let run = |energy: &dyn EnergyModel| -> Result<(common::Timing, f64, f64, f64)> {
         let call = || -> Result<()> {
             let x = pos.detach().set_requires_grad(true);
-            loss.forward(energy, &x, None, &layout)?.backward();
+            loss.forward(energy, &x, &layout)?.backward();
             Ok(())
         };
         let reset = std::fs::write("/proc/self/clear_refs", "5").is_ok();

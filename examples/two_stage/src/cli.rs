@@ -6,7 +6,6 @@ use std::time::Instant;
 use clap::{Parser, Subcommand, ValueEnum};
 use physcon::data::{read_extxyz, write_atomic, write_extxyz, Dataset, Frame, Splits};
 use physcon::diffusion::NoiseSchedule;
-use physcon::losses::Optimality;
 use physcon::{Error, MolBatch, Result, Temperature};
 use tch::{Device, Kind};
 
@@ -14,7 +13,7 @@ use crate::data::TrainData;
 use crate::eval::{evaluate, generate, Evaluation, Generation};
 use crate::model::Graph;
 use crate::report::{report, table, write_plots, SeedResult, SplitScores};
-use crate::settings::{parse_optimality, Preset, Settings};
+use crate::settings::{parse_optimality, OptimalityForm, Preset, Settings};
 use crate::training::{load_model, train_all, ArmCheckpoints};
 
 #[derive(Parser)]
@@ -96,7 +95,7 @@ pub struct Overrides {
     pub score_weight: Option<f64>,
     /// Override the form of optimality consistency (stationarity, descent).
     #[arg(long, value_parser = parse_optimality)]
-    pub optimality: Option<Optimality>,
+    pub optimality: Option<OptimalityForm>,
     /// Override the largest step of the one-step generated structure (optimality).
     #[arg(long)]
     pub optimality_t_max: Option<i64>,

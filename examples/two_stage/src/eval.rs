@@ -142,14 +142,14 @@ pub fn evaluate(
             mae_mmff.push(n(energy_mae(
                 &model.energy(&g, cheap.batch.pos())?,
                 &cheap.energy,
-                &g.layout,
                 None,
+                &g.layout,
             )?));
             mae_opt.push(n(energy_mae(
                 &model.energy(&g, reference)?,
                 &accurate.energy,
-                &g.layout,
                 None,
+                &g.layout,
             )?));
             Ok(())
         })?;

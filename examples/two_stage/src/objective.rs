@@ -9,15 +9,16 @@
 use physcon::data::LabelledBatch;
 use physcon::diffusion::{q_sample, x0_from_eps, NoiseSchedule, Noised};
 use physcon::losses::{
-    denoising_loss, force_loss, EnergyLoss, Forces, LossTerms, Optimality, OptimalityLoss, ScoreConsistency,
+    DenoisingLoss, EnergyDescentLoss, EnergyLoss, ForceLoss, Forces, LossTerms, ScoreConsistency,
+    StationarityLoss,
 };
 use physcon::schedule::{LossWeights, TrainingPlan};
-use physcon::{Error, Result};
+use physcon::{energy_and_forces, Error, Result};
 use tch::{Device, Kind, Tensor};
 
 use crate::data::StepBatches;
 use crate::model::{Graph, Model};
-use crate::settings::Settings;
+use crate::settings::{OptimalityForm, Settings};
 
 /// Which stage-2 losses a run uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -111,18 +112,15 @@ impl Objective<'_> {
         with_forces: bool,
     ) -> Result<(Tensor, Option<Tensor>)> {
         let layout = &g.layout;
-        let pos = b.batch.pos();
-        let x = pos.detach().set_requires_grad(with_forces);
-        let e = self.model.energy(g, &x)?;
-        let l_energy =
-            EnergyLoss::default()
-                .per_atom(true)
-                .forward(&e, &b.energy, layout, Some(&b.energy_mask))?;
+        let energy_loss = EnergyLoss::default().per_atom(true);
         if !with_forces {
+            let e = self.model.energy(g, b.batch.pos())?;
+            let l_energy = energy_loss.forward(&e, &b.energy, Some(&b.energy_mask), layout)?;
             return Ok((l_energy, None));
         }
-        let f = -Tensor::run_backward(&[e.sum(pos.kind())], &[&x], true, true).remove(0);
-        let l_force = force_loss(&f, &b.forces, layout, Some(&b.force_mask))?;
+        let out = energy_and_forces(&self.model.energy_model(g), b.batch.pos(), layout, true)?;
+        let l_energy = energy_loss.forward(&out.energy, &b.energy, Some(&b.energy_mask), layout)?;
+        let l_force = ForceLoss::new().forward(&out.forces, &b.forces, Some(&b.force_mask), layout)?;
         Ok((l_energy, Some(l_force)))
     }
 
@@ -141,7 +139,7 @@ impl Objective<'_> {
         let t = t_small.where_self(&pick_small, &t_all);
         let noised = q_sample(self.schedule, b.batch.pos(), &t, layout)?;
         let eps_hat = self.model.eps(g, noised.x_t(), &t)?;
-        let loss = denoising_loss(&eps_hat, noised.eps(), layout)?;
+        let loss = DenoisingLoss::new().forward(&eps_hat, noised.eps(), layout)?;
         Ok((loss, Drawn::new(t, &noised)))
     }
 
@@ -159,12 +157,12 @@ impl Objective<'_> {
         let eps_hat = self.model.eps(g, noised.x_t(), &t)?;
         let generated = x0_from_eps(noised.x_t(), &eps_hat, noised.level(), layout)?;
         let energy = self.model.energy_model(g);
-        let loss = OptimalityLoss {
-            form: self.settings.optimality,
-            ..OptimalityLoss::default()
+        let l = match self.settings.optimality {
+            OptimalityForm::Stationarity => StationarityLoss::new().forward(&energy, &generated, layout)?,
+            OptimalityForm::EnergyDescent => {
+                EnergyDescentLoss::new().forward(&energy, &generated, pos, layout)?
+            }
         };
-        let reference = (self.settings.optimality == Optimality::EnergyDescent).then_some(pos);
-        let l = loss.forward(&energy, &generated, reference, layout)?;
         Ok((l, Drawn::new(t, &noised)))
     }
 
@@ -178,12 +176,11 @@ impl Objective<'_> {
         let noised = q_sample(self.schedule, b.batch.pos(), &t, layout)?;
         let eps_hat = self.model.eps(g, noised.x_t(), &t)?;
         let energy = self.model.energy_model(g);
-        let l = ScoreConsistency::new(self.settings.kt)?.forward(
-            &eps_hat,
-            &noised,
-            Forces::Model(&energy),
-            layout,
-        )?;
+        let forces = Forces::Model {
+            energy: &energy,
+            at: noised.x0(),
+        };
+        let l = ScoreConsistency::new(self.settings.kt)?.forward(&eps_hat, noised.level(), forces, layout)?;
         Ok((l, Drawn::new(t, &noised)))
     }
 

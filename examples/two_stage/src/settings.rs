@@ -6,7 +6,6 @@ use std::fmt::Display;
 use std::ops::RangeInclusive;
 use std::str::FromStr;
 
-use physcon::losses::Optimality;
 use physcon::schedule::{LossWeights, TrainingPlan};
 use physcon::{Error, Result, Temperature};
 
@@ -47,7 +46,7 @@ pub struct Settings {
     /// Steps at which the one-step generated structure `x0_hat(R_t)` is made for optimality.
     pub optimality_t: RangeInclusive<i64>,
     /// Which form of optimality consistency.
-    pub optimality: Optimality,
+    pub optimality: OptimalityForm,
     /// Fraction of denoising samples drawn from `small_t` instead of all steps: refining a
     /// structure needs a precise denoiser at small noise, which uniform steps train rarely.
     pub small_t_fraction: f64,
@@ -71,7 +70,7 @@ impl Settings {
             kt: Temperature::kelvin(450.0)?.kt(),
             score_t: 1..=20,
             optimality_t: 1..=10,
-            optimality: Optimality::Stationarity,
+            optimality: OptimalityForm::Stationarity,
             small_t_fraction: 0.0,
             small_t: 1..=100,
             diffusion_steps: 1000,
@@ -225,17 +224,26 @@ fn parse_range(s: &str) -> std::result::Result<RangeInclusive<i64>, String> {
     Ok(bound(a)?..=bound(b)?)
 }
 
+/// Which form of optimality consistency stage 2 uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OptimalityForm {
+    /// [`physcon::losses::StationarityLoss`]: the energy gradient vanishes at the generated structure.
+    Stationarity,
+    /// [`physcon::losses::EnergyDescentLoss`]: the generated structure lies below the training structure.
+    EnergyDescent,
+}
+
 /// The name of an optimality form, as the CLI's `--optimality` spells it.
-pub fn optimality_name(form: Optimality) -> &'static str {
+pub fn optimality_name(form: OptimalityForm) -> &'static str {
     match form {
-        Optimality::Stationarity => "stationarity",
-        Optimality::EnergyDescent => "descent",
+        OptimalityForm::Stationarity => "stationarity",
+        OptimalityForm::EnergyDescent => "descent",
     }
 }
 
 /// Reads an optimality form by [`optimality_name`].
-pub fn parse_optimality(s: &str) -> std::result::Result<Optimality, String> {
-    [Optimality::Stationarity, Optimality::EnergyDescent]
+pub fn parse_optimality(s: &str) -> std::result::Result<OptimalityForm, String> {
+    [OptimalityForm::Stationarity, OptimalityForm::EnergyDescent]
         .into_iter()
         .find(|&f| optimality_name(f) == s)
         .ok_or_else(|| format!("unknown optimality form `{s}` (stationarity, descent)"))
@@ -321,7 +329,7 @@ mod tests {
         for preset in [Preset::Cpu, Preset::Quick, Preset::Paper] {
             let mut s = Settings::preset(preset).unwrap();
             s.kt = 0.1 + 0.2; // not a short decimal
-            s.optimality = Optimality::EnergyDescent;
+            s.optimality = OptimalityForm::EnergyDescent;
             assert_eq!(Settings::from_text(&s.to_text()).unwrap(), s);
         }
     }

@@ -106,18 +106,12 @@ fn losses(c: &mut Criterion) {
         group.bench_function(BenchmarkId::new("score", molecules), |b| {
             b.iter(|| {
                 let eps_hat = leaf() * 0.1;
-                score
-                    .forward(
-                        &eps_hat,
-                        noised.level(),
-                        Forces::Model {
-                            energy: &energy,
-                            at: noised.x0(),
-                        },
-                        &layout,
-                    )
-                    .unwrap()
-                    .backward();
+                let forces = Forces::Model {
+                    energy: &energy,
+                    at: noised.x0(),
+                };
+                let loss = score.forward(&eps_hat, noised.level(), forces, &layout);
+                loss.unwrap().backward();
             })
         });
         let rotated = pos
@@ -192,18 +186,12 @@ fn losses_model(c: &mut Criterion) {
                 let t = schedule.sample_t(molecules, 1..=20, Device::Cpu).unwrap();
                 let noised = q_sample(&schedule, &pos, &t, &layout).unwrap();
                 let eps_hat = net.eps(&g, noised.x_t(), &t).unwrap();
-                score
-                    .forward(
-                        &eps_hat,
-                        noised.level(),
-                        Forces::Model {
-                            energy: &energy,
-                            at: noised.x0(),
-                        },
-                        &layout,
-                    )
-                    .unwrap()
-                    .backward();
+                let forces = Forces::Model {
+                    energy: &energy,
+                    at: noised.x0(),
+                };
+                let loss = score.forward(&eps_hat, noised.level(), forces, &layout);
+                loss.unwrap().backward();
             })
         });
     }

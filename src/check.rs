@@ -211,21 +211,10 @@ impl Finite {
     }
 }
 
-/// A finite float tensor on the layout's device with the given shape.
-pub(crate) fn float_tensor(
-    arg: &'static str,
-    t: &Tensor,
-    layout: &BatchLayout,
-    expected: &[i64],
-    words: &str,
-) -> Result<()> {
-    float_meta(arg, t, layout, expected, words)?;
-    finite(arg, t)
-}
-
 /// Atom-level `[N, 3]` coordinates (positions, forces, noise).
 pub(crate) fn atoms3(arg: &'static str, t: &Tensor, layout: &BatchLayout) -> Result<()> {
-    float_tensor(arg, t, layout, &[layout.num_atoms(), 3], "[N, 3]")
+    float_meta(arg, t, layout, &[layout.num_atoms(), 3], "[N, 3]")?;
+    finite(arg, t)
 }
 
 /// An optional boolean mask of the given length.

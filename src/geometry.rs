@@ -57,12 +57,3 @@ pub(crate) fn safe_norm(diff: &Tensor) -> Result<Tensor> {
     let safe = sq.f_where_self(&positive, &sq.f_ones_like()?)?;
     Ok(safe.f_sqrt()?.f_where_self(&positive, &sq.f_zeros_like()?)?)
 }
-
-/// Per-molecule centroids `[B, 3]`.
-///
-/// # Errors
-/// The `pos` checks.
-pub fn centroids(pos: &Tensor, layout: &BatchLayout) -> Result<Tensor> {
-    check::atoms3("pos", pos, layout)?;
-    layout.mean_unchecked(pos)
-}

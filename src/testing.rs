@@ -28,6 +28,18 @@ mod model_check;
 
 pub use model_check::{check_energy_model, Check, Finding, ModelCheck, ModelReport, Tolerance};
 
+/// Serialises tests that seed and draw from libtorch's global generator
+/// (`tch::manual_seed`, [`crate::diffusion::q_sample`], the samplers): hold the
+/// guard for the rest of the test.
+///
+/// The generator is process-wide and cargo runs tests in parallel threads, so
+/// without it two seeded tests interleave their draws. A test that failed
+/// while holding the guard does not poison it.
+pub fn rng_lock() -> std::sync::MutexGuard<'static, ()> {
+    static RNG: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    RNG.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 /// Tolerances of [`gradcheck`]; the defaults are `torch.autograd.gradcheck`'s.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct GradcheckOptions {

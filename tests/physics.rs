@@ -158,26 +158,14 @@ fn score_consistency_vanishes_when_the_score_is_force_over_kt() -> Result<()> {
     // eps* = -(s/a) F / kT = (s/a) (k/kT) (x - x_mean), written out by hand.
     let ratio = noised.level().sigma() / noised.level().alpha() * (k / kt);
     let eps_star = layout.centre(&clean)? * layout.expand(&ratio)?.unsqueeze(1);
+    let forces = Forces::Model {
+        energy: &energy,
+        at: noised.x0(),
+    };
     let loss = ScoreConsistency::new(kt)?;
-    let zero = loss.forward(
-        &eps_star,
-        noised.level(),
-        Forces::Model {
-            energy: &energy,
-            at: noised.x0(),
-        },
-        &layout,
-    )?;
+    let zero = loss.forward(&eps_star, noised.level(), forces, &layout)?;
     assert!(zero.double_value(&[]) < 1e-24, "{zero}");
-    let off = ScoreConsistency::new(2.0 * kt)?.forward(
-        &eps_star,
-        noised.level(),
-        Forces::Model {
-            energy: &energy,
-            at: noised.x0(),
-        },
-        &layout,
-    )?;
+    let off = ScoreConsistency::new(2.0 * kt)?.forward(&eps_star, noised.level(), forces, &layout)?;
     // Halving the target: L = mean_b (1/n_b) sum_i |eps*_i / 2|^2.
     let expected = layout
         .mean(&(&eps_star / 2.0).square().sum_dim_intlist(1, false, Kind::Double))?

@@ -236,16 +236,21 @@ impl LabelledBatch {
     }
 }
 
+/// The SplitMix64 finaliser: a bijective mix of 64 bits, for deriving
+/// independent seeds from counters (the shuffles here, a trainer's per-step seeds).
+pub fn splitmix64(mut z: u64) -> u64 {
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
 /// A permutation of `0..n` determined by `seed` (Fisher–Yates over SplitMix64):
 /// the same on every platform and version, so runs are reproducible.
 pub fn shuffled_indices(n: usize, seed: u64) -> Vec<usize> {
     let mut state = seed;
     let mut next = move || {
         state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = state;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
+        splitmix64(state)
     };
     let mut perm: Vec<usize> = (0..n).collect();
     for i in (1..n).rev() {

@@ -473,7 +473,8 @@ pub fn write_extxyz(path: impl AsRef<Path>, frames: &[Frame]) -> Result<()> {
     write_atomic(path, &bytes)
 }
 
-/// Writes `bytes` to a temporary file beside `path`, syncs it, then renames it over `path`.
+/// Writes `bytes` to a temporary file beside `path`, syncs it, renames it over
+/// `path` and syncs the folder: a crash leaves the old file or the new one, never a part.
 ///
 /// # Errors
 /// [`Error::Io`] naming the file that failed.
@@ -493,7 +494,15 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
         let mut file = fs::File::create(&tmp).map_err(io(&tmp))?;
         file.write_all(bytes).map_err(io(&tmp))?;
         file.sync_all().map_err(io(&tmp))?;
-        fs::rename(&tmp, path).map_err(io(path))
+        fs::rename(&tmp, path).map_err(io(path))?;
+        // The rename itself is durable only once the folder's entry is on disk.
+        let folder = match path.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p,
+            _ => Path::new("."),
+        };
+        fs::File::open(folder)
+            .and_then(|f| f.sync_all())
+            .map_err(io(folder))
     })();
     if result.is_err() {
         let _ = fs::remove_file(&tmp);

@@ -8,6 +8,6 @@ mod dataset;
 mod elements;
 mod extxyz;
 
-pub use dataset::{shuffled_indices, Dataset, LabelledBatch, Splits};
+pub use dataset::{shuffled_indices, splitmix64, Dataset, LabelledBatch, Splits};
 pub use elements::{atomic_number, symbol};
 pub use extxyz::{format_extxyz, parse_extxyz, read_extxyz, write_atomic, write_extxyz, Frame};

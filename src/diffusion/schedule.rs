@@ -160,13 +160,7 @@ impl NoiseSchedule {
     pub fn level(&self, t: &Tensor, kind: Kind) -> Result<NoiseLevel> {
         check::int64("t", t)?;
         check::float_kind("kind", kind)?;
-        if t.dim() != 1 || t.size()[0] == 0 {
-            return Err(Error::Shape {
-                arg: "t",
-                expected: "[B] with B >= 1".into(),
-                got: t.size(),
-            });
-        }
+        one_per_molecule("t", t)?;
         check::values_in("t", t, 1, self.steps() + 1)?;
         let table = Tensor::from_slice(&self.alpha_bar).f_to_device(t.device())?;
         let abar = table.f_index_select(0, t)?;
@@ -191,6 +185,19 @@ impl NoiseSchedule {
             });
         }
         Ok(Tensor::f_randint_low(lo, hi + 1, [n], (Kind::Int64, device))?)
+    }
+}
+
+/// A non-empty `[B]` tensor: one value per molecule of a batch.
+fn one_per_molecule(arg: &'static str, t: &Tensor) -> Result<()> {
+    if t.dim() == 1 && t.size()[0] > 0 {
+        Ok(())
+    } else {
+        Err(Error::Shape {
+            arg,
+            expected: "[B] with B >= 1".into(),
+            got: t.size(),
+        })
     }
 }
 
@@ -240,13 +247,7 @@ impl NoiseLevel {
     /// [`Error::InvalidArgument`] unless every value is positive and finite (one host read).
     pub fn new(alpha: &Tensor, sigma: &Tensor) -> Result<Self> {
         check::float("alpha", alpha)?;
-        if alpha.dim() != 1 || alpha.size()[0] == 0 {
-            return Err(Error::Shape {
-                arg: "alpha",
-                expected: "[B] with B >= 1".into(),
-                got: alpha.size(),
-            });
-        }
+        one_per_molecule("alpha", alpha)?;
         check::float("sigma", sigma)?;
         check::same_kind("sigma", sigma, alpha.kind())?;
         check::shape("sigma", sigma, &alpha.size(), "[B], as alpha")?;

@@ -34,11 +34,7 @@ impl DenoisingLoss {
         Self::default()
     }
 
-    /// How much of the inputs' values is checked (see [`Checks`]).
-    pub fn checks(mut self, checks: Checks) -> Self {
-        self.checks = checks;
-        self
-    }
+    setter!(checks);
 
     /// The scalar loss: [`DenoisingLoss::forward_per_molecule`] averaged over molecules.
     ///

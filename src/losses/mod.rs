@@ -26,6 +26,25 @@
 //!
 //! [`LossTerms`] combines named, weighted terms and keeps a detached breakdown for logging.
 
+/// The chainable setters the losses share: `checks` on every loss, `flow` on
+/// the consistency losses.
+macro_rules! setter {
+    (checks) => {
+        /// How much of the inputs' values is checked (see [`crate::losses::Checks`]).
+        pub fn checks(mut self, checks: crate::losses::Checks) -> Self {
+            self.checks = checks;
+            self
+        }
+    };
+    (flow) => {
+        /// Sets which model receives gradient (see [`crate::losses::GradientFlow`]).
+        pub fn flow(mut self, flow: crate::losses::GradientFlow) -> Self {
+            self.flow = flow;
+            self
+        }
+    };
+}
+
 mod denoising;
 mod optimality;
 mod score;

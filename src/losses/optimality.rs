@@ -56,17 +56,9 @@ impl StationarityLoss {
         Self::default()
     }
 
-    /// Sets which model receives gradient.
-    pub fn flow(mut self, flow: GradientFlow) -> Self {
-        self.flow = flow;
-        self
-    }
+    setter!(flow);
 
-    /// How much of the inputs' values is checked (see [`Checks`]).
-    pub fn checks(mut self, checks: Checks) -> Self {
-        self.checks = checks;
-        self
-    }
+    setter!(checks);
 
     /// The scalar loss of `structure` under `energy`.
     ///
@@ -156,17 +148,9 @@ impl EnergyDescentLoss {
         Self::default()
     }
 
-    /// Sets which model receives gradient.
-    pub fn flow(mut self, flow: GradientFlow) -> Self {
-        self.flow = flow;
-        self
-    }
+    setter!(flow);
 
-    /// How much of the inputs' values is checked (see [`Checks`]).
-    pub fn checks(mut self, checks: Checks) -> Self {
-        self.checks = checks;
-        self
-    }
+    setter!(checks);
 
     /// The scalar loss of `structure` against `reference` under `energy`.
     ///

@@ -133,17 +133,9 @@ impl ScoreConsistency {
         })
     }
 
-    /// Sets which model receives gradient.
-    pub fn flow(mut self, flow: GradientFlow) -> Self {
-        self.flow = flow;
-        self
-    }
+    setter!(flow);
 
-    /// How much of the inputs' values is checked (see [`Checks`]).
-    pub fn checks(mut self, checks: Checks) -> Self {
-        self.checks = checks;
-        self
-    }
+    setter!(checks);
 
     /// kT in eV.
     pub fn kt(&self) -> f64 {

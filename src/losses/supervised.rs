@@ -70,11 +70,7 @@ impl EnergyLoss {
         self
     }
 
-    /// How much of the inputs' values is checked (see [`Checks`]).
-    pub fn checks(mut self, checks: Checks) -> Self {
-        self.checks = checks;
-        self
-    }
+    setter!(checks);
 
     /// The error function.
     pub fn metric(&self) -> EnergyMetric {
@@ -113,15 +109,7 @@ impl EnergyLoss {
         layout: &BatchLayout,
     ) -> Result<PerMolecule> {
         let mut finite = Finite::new(self.checks);
-        finite.molecules("pred", pred, layout)?;
-        check::float("target", target)?;
-        check::same_kind("target", target, pred.kind())?;
-        check::float_meta("target", target, layout, &[layout.num_molecules()], "[B]")?;
-        if let Some(mask) = mask {
-            check::mask("mask", mask, layout, layout.num_molecules())?;
-        }
-        let target = labelled(target, mask)?;
-        finite.add("target", &target);
+        let target = checked_labels(&mut finite, pred, target, mask, layout, Level::Molecule)?;
         let mut err = pred.f_sub(&target)?;
         if self.per_atom {
             err = err.f_div(&layout.counts_as(pred.kind(), 1)?)?;
@@ -175,11 +163,7 @@ impl ForceLoss {
         Self::default()
     }
 
-    /// How much of the inputs' values is checked (see [`Checks`]).
-    pub fn checks(mut self, checks: Checks) -> Self {
-        self.checks = checks;
-        self
-    }
+    setter!(checks);
 
     /// The scalar loss: [`ForceLoss::forward_per_molecule`] averaged over labelled molecules.
     ///
@@ -211,19 +195,7 @@ impl ForceLoss {
         layout: &BatchLayout,
     ) -> Result<PerMolecule> {
         let mut finite = Finite::new(self.checks);
-        finite.atoms3("pred", pred, layout)?;
-        check::float("target", target)?;
-        check::same_kind("target", target, pred.kind())?;
-        check::float_meta("target", target, layout, &[layout.num_atoms(), 3], "[N, 3]")?;
-        if let Some(mask) = mask {
-            check::mask("mask", mask, layout, layout.num_molecules())?;
-        }
-        let atom_mask = match mask {
-            Some(mask) => Some(layout.expand_unchecked(mask)?.f_unsqueeze(1)?),
-            None => None,
-        };
-        let target = labelled(target, atom_mask.as_ref())?;
-        finite.add("target", &target);
+        let target = checked_labels(&mut finite, pred, target, mask, layout, Level::Atom)?;
         let per_atom = pred
             .f_sub(&target)?
             .f_square()?
@@ -234,14 +206,51 @@ impl ForceLoss {
     }
 }
 
-/// The target with unlabelled entries replaced by zeros, so a NaN placeholder
-/// cannot leak into the loss or its gradient.
-fn labelled(target: &Tensor, mask: Option<&Tensor>) -> Result<Tensor> {
+/// Whether a supervised loss compares molecule values `[B]` or atom vectors `[N, 3]`.
+#[derive(Clone, Copy)]
+enum Level {
+    Molecule,
+    Atom,
+}
+
+/// Checks a prediction and its labels of one level, and returns the labels as
+/// constants with unlabelled entries replaced by zeros, so a NaN placeholder
+/// cannot leak into the loss or its gradient. Finiteness is queued in `finite`.
+fn checked_labels(
+    finite: &mut Finite,
+    pred: &Tensor,
+    target: &Tensor,
+    mask: Option<&Tensor>,
+    layout: &BatchLayout,
+    level: Level,
+) -> Result<Tensor> {
+    let words = match level {
+        Level::Molecule => {
+            finite.molecules("pred", pred, layout)?;
+            "[B]"
+        }
+        Level::Atom => {
+            finite.atoms3("pred", pred, layout)?;
+            "[N, 3]"
+        }
+    };
+    check::float("target", target)?;
+    check::same_kind("target", target, pred.kind())?;
+    check::float_meta("target", target, layout, &pred.size(), words)?;
     let target = target.detach();
-    match mask {
-        None => Ok(target),
-        Some(mask) => Ok(target.f_where_self(mask, &target.f_zeros_like()?)?),
-    }
+    let target = match mask {
+        None => target,
+        Some(mask) => {
+            check::mask("mask", mask, layout, layout.num_molecules())?;
+            let mask = match level {
+                Level::Molecule => mask.shallow_clone(),
+                Level::Atom => layout.expand_unchecked(mask)?.f_unsqueeze(1)?,
+            };
+            target.f_where_self(&mask, &target.f_zeros_like()?)?
+        }
+    };
+    finite.add("target", &target);
+    Ok(target)
 }
 
 #[cfg(test)]

@@ -184,12 +184,7 @@ pub fn max_abs_diff(a: &Tensor, b: &Tensor) -> f64 {
     (a - b).abs().max().double_value(&[])
 }
 
-/// Serialises tests that seed and draw from libtorch's global generator: hold the
-/// guard for the rest of the test. A test that failed while holding it does not poison it.
-pub fn rng_lock() -> std::sync::MutexGuard<'static, ()> {
-    static RNG: std::sync::Mutex<()> = std::sync::Mutex::new(());
-    RNG.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
-}
+pub use physcon::testing::rng_lock;
 
 /// A tensor's values as f64, flattened.
 pub fn vals(t: &Tensor) -> Vec<f64> {

@@ -4,7 +4,7 @@
 //! (seed, epoch), so any step's batch is known without replaying the ones
 //! before it, which is what lets a resumed run continue exactly.
 
-use physcon::data::{Dataset, LabelledBatch};
+use physcon::data::{splitmix64, Dataset, LabelledBatch};
 use physcon::schedule::LossWeights;
 use physcon::{AtomicReferences, Error, Result};
 use tch::{Device, Kind};
@@ -43,10 +43,7 @@ impl TrainData {
 
 /// Mixes a seed with two counters into an independent seed (SplitMix64 finaliser).
 pub fn mix(a: u64, b: u64, c: u64) -> u64 {
-    let mut z = a ^ b.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ c.wrapping_mul(0xc2b2_ae3d_27d4_eb4f);
-    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    z ^ (z >> 31)
+    splitmix64(a ^ b.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ c.wrapping_mul(0xc2b2_ae3d_27d4_eb4f))
 }
 
 /// The indices of the batch of `step` in `data`.

@@ -40,10 +40,7 @@ pub mod training;
 
 /// libtorch's generator is process-wide: tests that seed it run one at a time.
 #[cfg(test)]
-fn rng_lock() -> std::sync::MutexGuard<'static, ()> {
-    static RNG: std::sync::Mutex<()> = std::sync::Mutex::new(());
-    RNG.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
-}
+use physcon::testing::rng_lock;
 
 /// The physcon repository, which holds the dataset and the test fixtures.
 #[cfg(test)]

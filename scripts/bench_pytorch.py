@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """The two-stage example's stage-2 consistency step in plain PyTorch, side by side with physcon.
 
-Same reference model as examples/two_stage/model.rs (same parameter names and
+Same reference model as examples/two_stage/src/model.rs (same parameter names and
 shapes, so physcon's weights load as they are), the same losses as physcon
 (per-molecule means, masks, the exact frozen-teacher surrogate of
 `GradientFlow::ToStructure`), the same step as benches/step.rs: energy and
@@ -89,7 +89,7 @@ class Layer(nn.Module):
 
 
 class Model(nn.Module):
-    """examples/two_stage/model.rs: shared EGNN-style encoder, energy head, eps head."""
+    """examples/two_stage/src/model.rs: shared EGNN-style encoder, energy head, eps head."""
 
     def __init__(self, hidden=64, layers=3, rbf=16, rbf_max=6.0, steps=1000):
         super().__init__()

@@ -13,9 +13,8 @@ use physcon::{BatchLayout, Error, Result};
 use proptest::prelude::*;
 use tch::{Device, Kind, Tensor};
 
-use common::{
-    batch_from_counts, max_abs_diff, num_molecules, rng_lock, shuffled_batch_vector, shuffled_layout, vals,
-};
+use common::{batch_from_counts, max_abs_diff, num_molecules, shuffled_batch_vector, shuffled_layout, vals};
+use physcon::testing::rng_lock;
 
 /// A batch vector with every molecule present, atoms in random order.
 fn shuffled_batch() -> impl Strategy<Value = Vec<i64>> {

@@ -182,7 +182,7 @@ fn score_consistency_vanishes_when_the_score_is_force_over_kt() -> Result<()> {
 #[test]
 fn score_consistency_is_minimised_by_the_true_noised_score() -> Result<()> {
     single_thread();
-    let _guard = common::rng_lock();
+    let _guard = physcon::testing::rng_lock();
     tch::manual_seed(7);
     let (k, kt, atoms, molecules) = (4.0, 0.1, 6i64, 4000i64);
     let layout = BatchLayout::from_counts(&vec![atoms; molecules as usize], Device::Cpu)?;

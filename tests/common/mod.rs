@@ -184,8 +184,6 @@ pub fn max_abs_diff(a: &Tensor, b: &Tensor) -> f64 {
     (a - b).abs().max().double_value(&[])
 }
 
-pub use physcon::testing::rng_lock;
-
 /// A tensor's values as f64, flattened.
 pub fn vals(t: &Tensor) -> Vec<f64> {
     Vec::<f64>::try_from(t.detach().to_kind(Kind::Double).reshape([-1])).expect("f64 values")

@@ -93,6 +93,14 @@ pub struct Overrides {
     /// Override the score weight of stage 2.
     #[arg(long)]
     pub score_weight: Option<f64>,
+    /// Override the force weight of stage 1 (0 by default: stage 1 is energy + denoising).
+    /// Forces in stage 1 reach both arms alike, so the arms still differ only in the
+    /// consistency losses.
+    #[arg(long)]
+    pub stage1_force_weight: Option<f64>,
+    /// Override the force weight of stage 2.
+    #[arg(long)]
+    pub force_weight: Option<f64>,
     /// Override the form of optimality consistency (stationarity, descent).
     #[arg(long, value_parser = parse_optimality)]
     pub optimality: Option<OptimalityForm>,
@@ -125,6 +133,12 @@ impl Overrides {
         }
         if let Some(w) = self.score_weight {
             s.plan.stage2.score = w;
+        }
+        if let Some(w) = self.stage1_force_weight {
+            s.plan.stage1.force = w;
+        }
+        if let Some(w) = self.force_weight {
+            s.plan.stage2.force = w;
         }
         if let Some(form) = self.optimality {
             s.optimality = form;
@@ -418,6 +432,27 @@ pub fn predict(args: &PredictArgs) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Every override lands on its own setting, and nothing else moves.
+    #[test]
+    fn overrides_reach_their_settings() {
+        let args = TrainArgs::try_parse_from([
+            "train",
+            "--stage1-force-weight",
+            "1.5",
+            "--force-weight",
+            "2.5",
+            "--score-weight",
+            "0.5",
+        ])
+        .unwrap();
+        let got = args.overrides.apply(Preset::Cpu).unwrap();
+        let mut want = Settings::preset(Preset::Cpu).unwrap();
+        want.plan.stage1.force = 1.5;
+        want.plan.stage2.force = 2.5;
+        want.plan.stage2.score = 0.5;
+        assert_eq!(got, want);
+    }
 
     /// The `quick` preset end to end: both arms, evaluation, report, resume and predict.
     #[test]

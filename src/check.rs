@@ -4,7 +4,7 @@
 //! bad tensor reaches libtorch (which would panic in tch's non-`f_` wrappers
 //! or segfault in `run_backward`).
 
-use tch::{Kind, Tensor};
+use tch::{Device, Kind, Tensor};
 
 use crate::batch::BatchLayout;
 use crate::error::{Error, Result};
@@ -74,16 +74,29 @@ pub(crate) fn same_kind(arg: &'static str, t: &Tensor, kind: Kind) -> Result<()>
 }
 
 pub(crate) fn device(arg: &'static str, t: &Tensor, layout: &BatchLayout) -> Result<()> {
+    on_device(arg, t, layout.device())
+}
+
+/// `t` lives on `expected` (the device of the tensor it goes with).
+pub(crate) fn on_device(arg: &'static str, t: &Tensor, expected: Device) -> Result<()> {
     let got = t.device();
-    if got == layout.device() {
+    if got == expected {
         Ok(())
     } else {
-        Err(Error::Device {
-            arg,
-            expected: layout.device(),
-            got,
-        })
+        Err(Error::Device { arg, expected, got })
     }
+}
+
+/// Scalars reduced on the device, read to the host in one transfer (one
+/// synchronisation on CUDA however many there are), as f64.
+pub(crate) fn host_scalars(scalars: &[Tensor]) -> Result<Vec<f64>> {
+    let wide = scalars
+        .iter()
+        .map(|s| Ok(s.f_to_kind(Kind::Double)?))
+        .collect::<Result<Vec<_>>>()?;
+    Ok(Vec::<f64>::try_from(
+        Tensor::f_stack(&wide, 0)?.f_to_device(Device::Cpu)?,
+    )?)
 }
 
 pub(crate) fn shape(arg: &'static str, t: &Tensor, expected: &[i64], words: &str) -> Result<()> {
@@ -193,16 +206,15 @@ impl Finite {
             [] => Ok(()),
             [(arg, t)] => finite(arg, t),
             _ => {
-                // Each sum in its own dtype (an f16 sum overflows as f16 would), then
-                // widened so that one stacked tensor crosses to the host.
+                // Each sum in its own dtype, so that an f16 sum overflows as f16 would.
                 let sums = pending
                     .iter()
-                    .map(|(_, t)| Ok(t.f_sum(t.f_kind()?)?.f_to_kind(Kind::Double)?))
+                    .map(|(_, t)| Ok(t.f_sum(t.f_kind()?)?))
                     .collect::<Result<Vec<_>>>()?;
-                let sums = Vec::<f64>::try_from(Tensor::f_stack(&sums, 0)?.f_to_device(tch::Device::Cpu)?)?;
-                for ((arg, t), sum) in pending.iter().zip(sums) {
-                    if !sum.is_finite() && !bool::try_from(t.f_isfinite()?.f_all()?)? {
-                        return Err(Error::NonFinite { arg });
+                for ((arg, t), sum) in pending.iter().zip(host_scalars(&sums)?) {
+                    // Only a non-finite sum needs `finite`'s exact test.
+                    if !sum.is_finite() {
+                        finite(arg, t)?;
                     }
                 }
                 Ok(())

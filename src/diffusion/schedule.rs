@@ -251,19 +251,9 @@ impl NoiseLevel {
         check::float("sigma", sigma)?;
         check::same_kind("sigma", sigma, alpha.kind())?;
         check::shape("sigma", sigma, &alpha.size(), "[B], as alpha")?;
-        if sigma.device() != alpha.device() {
-            return Err(Error::Device {
-                arg: "sigma",
-                expected: alpha.device(),
-                got: sigma.device(),
-            });
-        }
+        check::on_device("sigma", sigma, alpha.device())?;
         let (alpha, sigma) = (alpha.detach(), sigma.detach());
-        let stats = [alpha.f_min()?, sigma.f_min()?, alpha.f_max()?, sigma.f_max()?]
-            .iter()
-            .map(|t| Ok(t.f_to_kind(Kind::Double)?))
-            .collect::<Result<Vec<_>>>()?;
-        let stats = Vec::<f64>::try_from(Tensor::f_stack(&stats, 0)?.f_to_device(tch::Device::Cpu)?)?;
+        let stats = check::host_scalars(&[alpha.f_min()?, sigma.f_min()?, alpha.f_max()?, sigma.f_max()?])?;
         for (arg, low, high) in [("alpha", stats[0], stats[2]), ("sigma", stats[1], stats[3])] {
             if !(low > 0.0 && high.is_finite()) {
                 return Err(Error::InvalidArgument {

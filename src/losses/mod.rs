@@ -98,7 +98,7 @@ impl PerMolecule {
     pub(crate) fn new(values: Tensor, labelled: Option<&Tensor>, checks: Checks) -> Result<Self> {
         let values = match labelled {
             None => values,
-            Some(mask) => values.f_where_self(mask, &values.f_zeros_like()?)?,
+            Some(mask) => zero_outside(&values, mask)?,
         };
         Ok(Self {
             values,
@@ -154,20 +154,10 @@ impl PerMolecule {
         check::float("weights", weights)?;
         check::same_kind("weights", weights, kind)?;
         check::shape("weights", weights, &self.values.size(), "[B]")?;
-        if weights.device() != self.values.device() {
-            return Err(Error::Device {
-                arg: "weights",
-                expected: self.values.device(),
-                got: weights.device(),
-            });
-        }
+        check::on_device("weights", weights, self.values.device())?;
         if self.checks == Checks::Full && self.values.numel() > 0 {
-            let low = weights.f_min()?.f_to_kind(tch::Kind::Double)?;
-            let total = weights.f_sum(tch::Kind::Double)?;
-            let [low, total] = <[f64; 2]>::try_from(Vec::<f64>::try_from(
-                Tensor::f_stack(&[low, total], 0)?.f_to_device(tch::Device::Cpu)?,
-            )?)
-            .unwrap_or([f64::NAN; 2]);
+            let stats = check::host_scalars(&[weights.f_min()?, weights.f_sum(tch::Kind::Double)?])?;
+            let (low, total) = (stats[0], stats[1]);
             if !(low >= 0.0 && total.is_finite()) {
                 return Err(Error::InvalidArgument {
                     arg: "weights",
@@ -179,13 +169,19 @@ impl PerMolecule {
         let weights = weights.detach();
         let weights = match &self.labelled {
             None => weights,
-            Some(mask) => weights.f_where_self(mask, &weights.f_zeros_like()?)?,
+            Some(mask) => zero_outside(&weights, mask)?,
         };
         let total = weights.f_sum(kind)?;
         let one = total.f_ones_like()?;
         let total = total.f_where_self(&total.f_gt(0.0)?, &one)?;
         Ok(self.values.f_mul(&weights)?.f_sum(kind)?.f_div(&total)?)
     }
+}
+
+/// `t` where `mask` holds and zero elsewhere: unlabelled entries (NaN
+/// placeholders included) reach neither a value nor a gradient.
+pub(crate) fn zero_outside(t: &Tensor, mask: &Tensor) -> Result<Tensor> {
+    Ok(t.f_where_self(mask, &t.f_zeros_like()?)?)
 }
 
 /// Which models a consistency loss trains.

@@ -3,7 +3,7 @@ use tch::Tensor;
 use crate::batch::BatchLayout;
 use crate::check::{self, Checks, Finite};
 use crate::error::Result;
-use crate::losses::PerMolecule;
+use crate::losses::{zero_outside, PerMolecule};
 
 /// The per-molecule error function of [`EnergyLoss`].
 #[derive(Debug, Clone, Copy, PartialEq, Default)]
@@ -246,7 +246,7 @@ fn checked_labels(
                 Level::Molecule => mask.shallow_clone(),
                 Level::Atom => layout.expand_unchecked(mask)?.f_unsqueeze(1)?,
             };
-            target.f_where_self(&mask, &target.f_zeros_like()?)?
+            zero_outside(&target, &mask)?
         }
     };
     finite.add("target", &target);

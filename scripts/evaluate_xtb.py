@@ -61,22 +61,24 @@ def summarise(name, rows):
     )
 
 
-def main():
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--split", required=True, help="dataset split with mmff and xtb-opt frames")
-    ap.add_argument("--pred", action="append", default=[], help="predicted structures (repeatable)")
-    args = ap.parse_args()
-    frames = ase.io.read(args.split, index=":")
-    opt = {a.info["mol_id"]: a for a in frames if a.info.get("level") == "xtb-opt"}
-    mmff = {a.info["mol_id"]: a for a in frames if a.info.get("level") == "mmff" and a.info["mol_id"] in opt}
+class Judge:
+    """The accurate minima and cheap structures of a split, and the scores of predicted structures."""
 
-    def judge(structures):
+    def __init__(self, split):
+        frames = ase.io.read(split, index=":")
+        self.opt = {a.info["mol_id"]: a for a in frames if a.info.get("level") == "xtb-opt"}
+        self.mmff = {
+            a.info["mol_id"]: a for a in frames if a.info.get("level") == "mmff" and a.info["mol_id"] in self.opt
+        }
+
+    def rows(self, structures):
+        """Per molecule (RMSD, bond MAE, EGap_xtb), each the mean over that molecule's structures."""
         rows = []
-        for mol_id, ref in opt.items():
+        for mol_id, ref in self.opt.items():
             xs = structures.get(mol_id, [])
             if not xs:
                 continue
-            bonds = bonds_of(mmff[mol_id])
+            bonds = bonds_of(self.mmff[mol_id])
             e_ref = ref.get_potential_energy()
             per = [
                 (
@@ -89,12 +91,25 @@ def main():
             rows.append(tuple(np.mean([p[k] for p in per]) for k in range(3)))
         return rows
 
-    summarise("MMFF (cheap level)", judge({k: [v] for k, v in mmff.items()}))
-    for path in args.pred:
+    def cheap(self):
+        return self.rows({k: [v] for k, v in self.mmff.items()})
+
+    def file(self, path):
         predicted = {}
         for a in ase.io.read(path, index=":"):
             predicted.setdefault(a.info["mol_id"], []).append(a)
-        summarise(os.path.basename(path), judge(predicted))
+        return self.rows(predicted)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--split", required=True, help="dataset split with mmff and xtb-opt frames")
+    ap.add_argument("--pred", action="append", default=[], help="predicted structures (repeatable)")
+    args = ap.parse_args()
+    judge = Judge(args.split)
+    summarise("MMFF (cheap level)", judge.cheap())
+    for path in args.pred:
+        summarise(os.path.basename(path), judge.file(path))
 
 
 if __name__ == "__main__":

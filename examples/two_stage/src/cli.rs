@@ -10,8 +10,10 @@ use physcon::{Error, MolBatch, Result, Temperature};
 use tch::{Device, Kind};
 
 use crate::data::TrainData;
-use crate::eval::{evaluate, generate, Evaluation, Generation};
+use crate::eval::{evaluate, generate, Generation};
 use crate::model::Graph;
+use crate::objective::Arm;
+use crate::relax::Fire;
 use crate::report::{report, table, write_plots, SeedResult, SplitScores};
 use crate::settings::{parse_optimality, OptimalityForm, Preset, Settings};
 use crate::training::{load_model, train_all, ArmCheckpoints};
@@ -44,20 +46,26 @@ pub enum SplitName {
 
 #[derive(Clone, Copy, ValueEnum, PartialEq)]
 pub enum GenerationName {
-    /// Refine the input (cheap) structure: noise it to --start, then DDIM.
+    /// Take the input (cheap) structure as the --start state without adding noise, then
+    /// DDIM to 0 (deterministic: one sample is all it has).
+    Relax,
+    /// Noise the input structure to --start, then DDIM.
     Refine,
     /// Generate from pure noise.
     Noise,
+    /// No structure model: relax the input structure on the energy model with FIRE
+    /// (--fmax, --max-steps); the reference the structure model is measured against.
+    Fire,
 }
 
 /// How structures are generated.
 #[derive(clap::Args, Clone)]
 pub struct GenArgs {
-    /// Structures generated per molecule.
-    #[arg(long, default_value_t = 4)]
-    pub samples: i64,
+    /// Structures generated per molecule (default 1 for the deterministic relax and fire, 4 otherwise).
+    #[arg(long)]
+    pub samples: Option<i64>,
     /// How structures are generated.
-    #[arg(long, value_enum, default_value_t = GenerationName::Refine)]
+    #[arg(long, value_enum, default_value_t = GenerationName::Relax)]
     pub generation: GenerationName,
     /// Diffusion step the refinement starts from.
     #[arg(long, default_value_t = 10)]
@@ -65,6 +73,12 @@ pub struct GenArgs {
     /// DDIM steps.
     #[arg(long, default_value_t = 10)]
     pub ddim_steps: i64,
+    /// FIRE: a molecule is converged when no atomic force exceeds this (eV/Å).
+    #[arg(long, default_value_t = Fire::default().fmax)]
+    pub fmax: f64,
+    /// FIRE: force evaluations at most.
+    #[arg(long, default_value_t = Fire::default().max_steps)]
+    pub max_steps: usize,
 }
 
 impl GenArgs {
@@ -74,10 +88,27 @@ impl GenArgs {
                 start: self.start,
                 steps: self.ddim_steps,
             },
+            GenerationName::Relax => Generation::Relax {
+                start: self.start,
+                steps: self.ddim_steps,
+            },
             GenerationName::Noise => Generation::Noise {
                 steps: self.ddim_steps,
             },
+            GenerationName::Fire => Generation::Fire(Fire {
+                fmax: self.fmax,
+                max_steps: self.max_steps,
+            }),
         }
+    }
+
+    /// Structures per molecule: `--samples`, or 1 for a deterministic generation and 4 otherwise.
+    pub fn samples(&self) -> i64 {
+        self.samples.unwrap_or(if self.generation().is_deterministic() {
+            1
+        } else {
+            4
+        })
     }
 }
 
@@ -180,10 +211,25 @@ pub struct TrainArgs {
     /// Evaluate on the validation split only (for tuning; the test split is for final numbers).
     #[arg(long)]
     pub val_only: bool,
+    /// Train the ablation's four stage-2 arms (control, optimality only, score only, both)
+    /// instead of the main run's two (control, both).
+    #[arg(long)]
+    pub ablation: bool,
     #[command(flatten)]
     pub overrides: Overrides,
     #[command(flatten)]
     pub gen: GenArgs,
+}
+
+impl TrainArgs {
+    /// The stage-2 arms this run trains, in order.
+    pub fn arms(&self) -> &'static [Arm] {
+        if self.ablation {
+            &Arm::ABLATION
+        } else {
+            &Arm::MAIN
+        }
+    }
 }
 
 #[derive(clap::Args, Clone)]
@@ -243,7 +289,7 @@ fn requested(preset: Option<Preset>) -> Result<Option<Settings>> {
     preset.map(Settings::preset).transpose()
 }
 
-/// Both arms of `settings` on one split, each from its checkpoint, with the seed's generator.
+/// Every arm of `settings` on one split, each from its checkpoint, with the seed's generator.
 fn evaluate_arms(
     arms: &ArmCheckpoints,
     settings: &Settings,
@@ -252,24 +298,26 @@ fn evaluate_arms(
     schedule: &NoiseSchedule,
     seed: u64,
 ) -> Result<SplitScores> {
-    let score = |checkpoint: &Path| -> Result<Evaluation> {
-        let trained = load_model(checkpoint, Some(settings))?;
-        evaluate(
-            &trained.model,
-            split,
-            gen.samples,
-            gen.generation(),
-            schedule,
-            seed,
-        )
-    };
-    Ok(SplitScores {
-        consistency: score(&arms.consistency)?,
-        control: score(&arms.control)?,
-    })
+    let scores = arms
+        .0
+        .iter()
+        .map(|(arm, checkpoint)| {
+            let trained = load_model(checkpoint, Some(settings))?;
+            let e = evaluate(
+                &trained.model,
+                split,
+                gen.samples(),
+                gen.generation(),
+                schedule,
+                seed,
+            )?;
+            Ok((*arm, e))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    Ok(SplitScores(scores))
 }
 
-/// `train`: every seed's two arms, evaluated, plotted (first seed) and reported.
+/// `train`: every seed's arms, evaluated, plotted (first seed) and reported.
 pub fn train(args: &TrainArgs) -> Result<()> {
     let settings = args.overrides.apply(args.preset)?;
     let out = args
@@ -289,6 +337,7 @@ pub fn train(args: &TrainArgs) -> Result<()> {
             &data,
             &out.join(format!("seed-{seed}")),
             args.resume,
+            args.arms(),
         )?;
         let wall_seconds = t0.elapsed().as_secs_f64();
         let val = Some(evaluate_arms(
@@ -316,12 +365,21 @@ pub fn train(args: &TrainArgs) -> Result<()> {
                 if seed == args.seeds[0] {
                     write_plots(&out, seed, t)?;
                 }
+                let rmsd: Vec<String> =
+                    t.0.iter()
+                        .map(|(arm, e)| format!("{} {:.4}", arm.name(), e.model.rmsd_mean))
+                        .collect();
                 println!(
-                    "seed {seed}: trained both arms in {wall_seconds:.0} s; test RMSD control {:.4} consistency {:.4} (MMFF {:.4})",
-                    t.control.model.rmsd_mean, t.consistency.model.rmsd_mean, t.control.baseline.rmsd_mean
+                    "seed {seed}: trained {} arms in {wall_seconds:.0} s; test RMSD {} (MMFF {:.4})",
+                    t.0.len(),
+                    rmsd.join(", "),
+                    t.0.first().map_or(f64::NAN, |(_, e)| e.baseline.rmsd_mean)
                 );
             }
-            None => println!("seed {seed}: trained both arms in {wall_seconds:.0} s; test not evaluated"),
+            None => println!(
+                "seed {seed}: trained {} arms in {wall_seconds:.0} s; test not evaluated",
+                args.arms().len()
+            ),
         }
         results.push(SeedResult {
             seed,
@@ -335,7 +393,7 @@ pub fn train(args: &TrainArgs) -> Result<()> {
         &args.seeds,
         &results,
         &args.gen.generation().describe(),
-        args.gen.samples,
+        args.gen.samples(),
         started.elapsed().as_secs_f64(),
     );
     print!("{text}");
@@ -352,7 +410,14 @@ pub fn evaluate_checkpoint(args: &EvaluateArgs) -> Result<()> {
     };
     let schedule = NoiseSchedule::cosine(trained.settings.diffusion_steps)?;
     let gen = &args.gen;
-    let e = evaluate(&trained.model, split, gen.samples, gen.generation(), &schedule, 0)?;
+    let e = evaluate(
+        &trained.model,
+        split,
+        gen.samples(),
+        gen.generation(),
+        &schedule,
+        0,
+    )?;
     println!(
         "{}",
         table(
@@ -360,7 +425,7 @@ pub fn evaluate_checkpoint(args: &EvaluateArgs) -> Result<()> {
                 ("MMFF structure (cheap level)", vec![&e.baseline]),
                 (trained.arm.name(), vec![&e.model])
             ],
-            gen.samples
+            gen.samples()
         )
     );
     Ok(())
@@ -369,7 +434,8 @@ pub fn evaluate_checkpoint(args: &EvaluateArgs) -> Result<()> {
 /// `predict`: `--samples` generated structures per molecule of `--input`, written to `--output`.
 pub fn predict(args: &PredictArgs) -> Result<()> {
     let gen = &args.gen;
-    if gen.samples < 1 {
+    let n_samples = gen.samples();
+    if n_samples < 1 {
         return Err(Error::InvalidArgument {
             arg: "--samples",
             reason: "must be at least 1".into(),
@@ -379,20 +445,27 @@ pub fn predict(args: &PredictArgs) -> Result<()> {
     let frames = Dataset::new(read_extxyz(&args.input)?)?;
     let schedule = NoiseSchedule::cosine(trained.settings.diffusion_steps)?;
     tch::manual_seed(0);
+    let started = Instant::now();
     let mut out: Vec<Frame> = Vec::new();
+    let (mut fire_steps, mut unconverged) = (Vec::new(), 0);
     for chunk in frames.frames().chunks(32) {
         let molecules: Vec<_> = chunk.iter().map(Frame::molecule).collect();
         let batch = MolBatch::from_molecules(&molecules, Kind::Float, Device::Cpu)?;
         let g = Graph::new(&batch, Kind::Float)?;
-        let samples = generate(
+        let generated = generate(
             &trained.model,
             &g,
             batch.pos(),
-            gen.samples,
+            n_samples,
             gen.generation(),
             &schedule,
         )?;
-        let samples: Vec<Vec<f64>> = samples
+        if let Some((steps, converged)) = &generated.fire {
+            fire_steps.extend(steps);
+            unconverged += converged.iter().filter(|c| !**c).count();
+        }
+        let samples: Vec<Vec<f64>> = generated
+            .samples
             .iter()
             .map(|x| Vec::<f64>::try_from(x.to_kind(Kind::Double).reshape([-1])))
             .collect::<std::result::Result<_, _>>()?;
@@ -419,13 +492,23 @@ pub fn predict(args: &PredictArgs) -> Result<()> {
             offset += frame.num_atoms();
         }
     }
+    let seconds = started.elapsed().as_secs_f64();
     write_extxyz(&args.output, &out)?;
+    let molecules = frames.frames().len();
     println!(
-        "wrote {} structures ({} per molecule) to {}",
+        "wrote {} structures ({n_samples} per molecule) to {}; {}: {:.1} ms per molecule",
         out.len(),
-        gen.samples,
-        args.output.display()
+        args.output.display(),
+        gen.generation().describe(),
+        1e3 * seconds / molecules.max(1) as f64
     );
+    if !fire_steps.is_empty() {
+        let mean = fire_steps.iter().sum::<usize>() as f64 / fire_steps.len() as f64;
+        println!(
+            "FIRE: {} of {molecules} molecules converged, {mean:.0} force evaluations per molecule on average",
+            molecules - unconverged
+        );
+    }
     Ok(())
 }
 
@@ -472,6 +555,7 @@ mod tests {
             "10",
             "--ddim-steps",
             "5",
+            "--ablation",
         ]
         .map(Into::into)
         .to_vec();
@@ -485,7 +569,13 @@ mod tests {
         train(&args).unwrap();
         let report = std::fs::read_to_string(out.join("report.md")).unwrap();
         assert!(report.contains("consistency") && report.contains("MMFF structure"));
-        assert!(out.join("scatter-consistency.svg").exists());
+        // The ablation trains and reports all four stage-2 arms.
+        for arm in Arm::ABLATION {
+            assert!(report.contains(arm.describe()), "{} missing from the report", arm.name());
+            assert!(out.join(format!("seed-0/{}.safetensors", arm.name())).exists());
+            assert!(out.join(format!("scatter-{}.svg", arm.name())).exists());
+        }
+        assert!(out.join("rmsd-paired.svg").exists());
         // A finished run is not overwritten: a fresh --out (or --resume) is required.
         assert!(matches!(
             train(&args),
@@ -508,6 +598,17 @@ mod tests {
         assert_eq!(predicted[0].species, [8, 6, 8, 1, 1]);
         assert_eq!(predicted[0].level.as_deref(), Some("physcon-consistency"));
         predict(&predict_args(Some(Preset::Quick))).unwrap();
+        std::fs::remove_file(&output).unwrap();
+        // The FIRE reference writes one relaxed structure per molecule by default.
+        let mut fire = predict_args(None);
+        fire.gen = GenArgs {
+            samples: None,
+            generation: GenerationName::Fire,
+            max_steps: 20,
+            ..args.gen.clone()
+        };
+        predict(&fire).unwrap();
+        assert_eq!(read_extxyz(&output).unwrap().len(), 4);
         std::fs::remove_file(&output).unwrap();
         // A --preset the checkpoint was not trained with is refused, naming the setting.
         let refused = |r: Result<()>| match r {

@@ -5,20 +5,29 @@
 use std::collections::HashMap;
 
 use physcon::data::{Dataset, Frame, LabelledBatch};
-use physcon::diffusion::{com_free_noise, q_sample, sample, NoiseSchedule, SamplerConfig};
+use physcon::diffusion::{com_free_noise, q_sample, q_sample_with, sample, NoiseSchedule, SamplerConfig};
 use physcon::metrics::{energy_gap, energy_mae, kabsch_rmsd};
 use physcon::{Error, Result};
 use tch::{Device, Kind, Tensor};
 
 use crate::model::{Graph, Model};
+use crate::relax::{fire, Fire};
 
 /// How structures are generated.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Generation {
     /// Refinement: the cheap structure noised to step `start`, then DDIM down to 0.
     Refine { start: i64, steps: i64 },
+    /// Deterministic refinement: the cheap structure taken as the step-`start` state
+    /// itself (no noise added), then DDIM down to 0. Its departure from the cheap
+    /// structure is what the denoiser has learnt about the clean distribution, with
+    /// none of the injected noise left to remove.
+    Relax { start: i64, steps: i64 },
     /// From pure noise, DDIM over all T steps in `steps` steps.
     Noise { steps: i64 },
+    /// The reference without the structure model: the cheap structure relaxed on
+    /// the energy model by FIRE.
+    Fire(Fire),
 }
 
 impl Generation {
@@ -27,9 +36,31 @@ impl Generation {
             Generation::Refine { start, steps } => {
                 format!("refine the MMFF structure from t={start} ({steps} DDIM steps)")
             }
+            Generation::Relax { start, steps } => {
+                format!(
+                    "relax the MMFF structure as the t={start} state, no noise added ({steps} DDIM steps)"
+                )
+            }
             Generation::Noise { steps } => format!("from noise ({steps} DDIM steps)"),
+            Generation::Fire(f) => format!(
+                "FIRE relaxation of the MMFF structure on the energy model (fmax {} eV/Å, at most {} steps)",
+                f.fmax, f.max_steps
+            ),
         }
     }
+
+    /// Whether every sample of a molecule is the same structure.
+    pub fn is_deterministic(&self) -> bool {
+        matches!(self, Generation::Relax { .. } | Generation::Fire(_))
+    }
+}
+
+/// Structures generated for a batch, and what FIRE took to make them.
+pub struct Generated {
+    /// `samples` structures `[N, 3]`.
+    pub samples: Vec<Tensor>,
+    /// FIRE only: force evaluations per molecule and whether it converged.
+    pub fire: Option<(Vec<usize>, Vec<bool>)>,
 }
 
 /// `K` structures for the molecules of `batch`, starting from its positions (refinement) or noise.
@@ -40,29 +71,43 @@ pub fn generate(
     samples: i64,
     how: Generation,
     schedule: &NoiseSchedule,
-) -> Result<Vec<Tensor>> {
+) -> Result<Generated> {
+    // The start: the cheap structure at step t0 (noised or not), or noise.
+    let (from, steps) = match how {
+        Generation::Fire(settings) => {
+            let relaxed = fire(&model.energy_model(g), start, &g.layout, &settings)?;
+            return Ok(Generated {
+                samples: (0..samples).map(|_| relaxed.pos.shallow_clone()).collect(),
+                fire: Some((relaxed.steps, relaxed.converged)),
+            });
+        }
+        Generation::Refine { start: t0, steps } => (Some((t0, true)), steps),
+        Generation::Relax { start: t0, steps } => (Some((t0, false)), steps),
+        Generation::Noise { steps } => (None, steps),
+    };
     let denoiser = model.denoiser(g);
-    (0..samples)
-        .map(|_| {
-            tch::no_grad(|| match how {
-                Generation::Refine { start: t0, steps } => {
-                    let t = Tensor::full([g.layout.num_molecules()], t0, (Kind::Int64, Device::Cpu));
-                    let x = q_sample(schedule, start, &t, &g.layout)?;
-                    sample(
-                        &denoiser,
-                        schedule,
-                        &g.layout,
-                        SamplerConfig::ddim(steps).start_at(t0),
-                        x.x_t(),
-                    )
-                }
-                Generation::Noise { steps } => {
-                    let x = com_free_noise(&g.layout, start.kind())?;
-                    sample(&denoiser, schedule, &g.layout, SamplerConfig::ddim(steps), &x)
-                }
-            })
-        })
-        .collect()
+    let one = || -> Result<Tensor> {
+        let (x, config) = match from {
+            Some((t0, noised)) => {
+                let t = Tensor::full([g.layout.num_molecules()], t0, (Kind::Int64, Device::Cpu));
+                let x = if noised {
+                    q_sample(schedule, start, &t, &g.layout)?
+                } else {
+                    q_sample_with(schedule, start, &t, &start.zeros_like(), &g.layout)?
+                };
+                (x.x_t().shallow_clone(), SamplerConfig::ddim(steps).start_at(t0))
+            }
+            None => (
+                com_free_noise(&g.layout, start.kind())?,
+                SamplerConfig::ddim(steps),
+            ),
+        };
+        sample(&denoiser, schedule, &g.layout, config, &x)
+    };
+    let samples = (0..samples)
+        .map(|_| tch::no_grad(one))
+        .collect::<Result<Vec<_>>>()?;
+    Ok(Generated { samples, fire: None })
 }
 
 /// Per-split results of one model (or of the cheap baseline).
@@ -153,7 +198,7 @@ pub fn evaluate(
             )?));
             Ok(())
         })?;
-        let generated = generate(model, &g, cheap.batch.pos(), samples, how, schedule)?;
+        let generated = generate(model, &g, cheap.batch.pos(), samples, how, schedule)?.samples;
         let rmsd = Tensor::stack(
             &generated
                 .iter()

@@ -34,6 +34,7 @@ pub mod log;
 pub mod model;
 pub mod objective;
 pub mod optim;
+pub mod relax;
 pub mod report;
 pub mod settings;
 pub mod training;

@@ -21,24 +21,60 @@ use crate::model::{Graph, Model};
 use crate::settings::{OptimalityForm, Settings};
 
 /// Which stage-2 losses a run uses.
+///
+/// Every stage-2 arm starts from the same stage-1 checkpoint and trains energy,
+/// forces and denoising alike; they differ only in the consistency terms, so the
+/// ablation arms show each law's contribution on its own.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Arm {
-    /// Stage 1 (shared by both arms).
+    /// Stage 1 (shared by every stage-2 arm).
     Stage1,
     /// Stage 2 with optimality and score consistency.
     Consistency,
     /// Stage 2 with the consistency losses off (force loss on): the control.
     Control,
+    /// Stage 2 with optimality consistency only (ablation).
+    OptimalityOnly,
+    /// Stage 2 with score consistency only (ablation).
+    ScoreOnly,
 }
 
 impl Arm {
-    pub const ALL: [Arm; 3] = [Arm::Stage1, Arm::Consistency, Arm::Control];
+    pub const ALL: [Arm; 5] = [
+        Arm::Stage1,
+        Arm::Consistency,
+        Arm::Control,
+        Arm::OptimalityOnly,
+        Arm::ScoreOnly,
+    ];
+    /// The stage-2 arms of the default run: the control and both laws.
+    pub const MAIN: [Arm; 2] = [Arm::Control, Arm::Consistency];
+    /// The stage-2 arms of the ablation: each law on its own besides the two above.
+    pub const ABLATION: [Arm; 4] = [
+        Arm::Control,
+        Arm::OptimalityOnly,
+        Arm::ScoreOnly,
+        Arm::Consistency,
+    ];
 
     pub fn name(self) -> &'static str {
         match self {
             Arm::Stage1 => "stage1",
             Arm::Consistency => "consistency",
             Arm::Control => "control",
+            Arm::OptimalityOnly => "optimality-only",
+            Arm::ScoreOnly => "score-only",
+        }
+    }
+
+    /// What the arm trains in stage 2, for tables.
+    pub fn describe(self) -> &'static str {
+        match self {
+            Arm::Stage1 => "stage 1 (energy + denoising)",
+            Arm::Consistency => "consistency (optimality + score)",
+            Arm::Control => "control (no consistency)",
+            Arm::OptimalityOnly => "+ optimality only",
+            Arm::ScoreOnly => "+ score consistency only",
         }
     }
 
@@ -52,15 +88,17 @@ impl Arm {
             .find(|a| a.name() == name)
             .ok_or_else(|| Error::InvalidArgument {
                 arg: "arm",
-                reason: format!("unknown arm `{name}` (stage1, consistency, control)"),
+                reason: format!("unknown arm `{name}` ({})", Self::ALL.map(Arm::name).join(", ")),
             })
     }
 
-    /// The loss weights of `step`; the control arm never uses the consistency terms.
+    /// The loss weights of `step`, with the consistency terms this arm leaves out set to 0.
     pub fn weights(self, plan: &TrainingPlan, step: u64) -> Result<LossWeights> {
         let mut weights = plan.weights(step)?;
-        if self == Arm::Control {
+        if matches!(self, Arm::Control | Arm::ScoreOnly) {
             weights.optimality = 0.0;
+        }
+        if matches!(self, Arm::Control | Arm::OptimalityOnly) {
             weights.score = 0.0;
         }
         Ok(weights)
@@ -223,5 +261,39 @@ impl Objective<'_> {
             draws.score = Some(drawn);
         }
         Ok((terms, draws))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Each ablation arm leaves out exactly the consistency terms its name says, keeps
+    /// every other weight of the plan, and stage 1 is untouched.
+    #[test]
+    fn arms_differ_only_in_the_consistency_terms() {
+        let plan = TrainingPlan::cpu();
+        let step2 = plan.stage1_steps;
+        let full = plan.weights(step2).unwrap();
+        assert!(full.optimality > 0.0 && full.score > 0.0);
+        for (arm, optimality, score) in [
+            (Arm::Consistency, full.optimality, full.score),
+            (Arm::OptimalityOnly, full.optimality, 0.0),
+            (Arm::ScoreOnly, 0.0, full.score),
+            (Arm::Control, 0.0, 0.0),
+        ] {
+            let w = arm.weights(&plan, step2).unwrap();
+            assert_eq!((w.optimality, w.score), (optimality, score), "{}", arm.name());
+            assert_eq!(
+                (w.energy, w.denoising, w.force),
+                (full.energy, full.denoising, full.force)
+            );
+            assert_eq!(Arm::from_name(arm.name()).unwrap(), arm);
+        }
+        assert_eq!(Arm::Stage1.weights(&plan, 0).unwrap(), plan.weights(0).unwrap());
+        assert!(matches!(
+            Arm::from_name("both"),
+            Err(Error::InvalidArgument { arg: "arm", reason }) if reason.contains("score-only")
+        ));
     }
 }

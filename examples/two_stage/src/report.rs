@@ -7,30 +7,38 @@ use physcon::data::write_atomic;
 use physcon::Result;
 
 use crate::eval::{Evaluation, Scores};
+use crate::objective::Arm;
 use crate::settings::Settings;
 
-/// Both stage-2 arms of one seed evaluated on one split.
+/// The stage-2 arms of one seed evaluated on one split, in training order.
 #[derive(Debug, Clone)]
-pub struct SplitScores {
-    pub control: Evaluation,
-    pub consistency: Evaluation,
-}
+pub struct SplitScores(pub Vec<(Arm, Evaluation)>);
 
 impl SplitScores {
-    /// The report's four rows, each cheap-structure row judged with its arm's energy.
-    fn rows(&self) -> [(&'static str, &Scores); 4] {
-        [
-            (
-                "MMFF structure (cheap level), control's energy",
-                &self.control.baseline,
-            ),
-            ("control (no consistency)", &self.control.model),
-            (
-                "MMFF structure (cheap level), consistency's energy",
-                &self.consistency.baseline,
-            ),
-            ("consistency", &self.consistency.model),
-        ]
+    /// The evaluation of `arm`, if it was trained.
+    pub fn get(&self, arm: Arm) -> Option<&Evaluation> {
+        self.0.iter().find(|(a, _)| *a == arm).map(|(_, e)| e)
+    }
+
+    /// Molecules in the split.
+    pub fn molecules(&self) -> usize {
+        self.0.first().map_or(0, |(_, e)| e.baseline.molecules)
+    }
+
+    /// The report's rows: per arm, the cheap structures judged with the arm's energy, then the arm.
+    fn rows(&self) -> Vec<(String, &Scores)> {
+        self.0
+            .iter()
+            .flat_map(|(arm, e)| {
+                [
+                    (
+                        format!("MMFF structure (cheap level), {}'s energy", arm.name()),
+                        &e.baseline,
+                    ),
+                    (arm.describe().to_owned(), &e.model),
+                ]
+            })
+            .collect()
     }
 }
 
@@ -41,7 +49,7 @@ pub struct SeedResult {
     /// `None` when the split was not evaluated.
     pub val: Option<SplitScores>,
     pub test: Option<SplitScores>,
-    /// Wall time of training both arms (s).
+    /// Wall time of training stage 1 and every arm (s).
     pub wall_seconds: f64,
 }
 
@@ -55,11 +63,17 @@ fn mean_std(values: &[f64]) -> String {
     format!("{mean:.4} ± {:.4}", var.sqrt())
 }
 
-/// A Markdown table of scores, one row per named set (mean ± std over its entries).
+/// A Markdown table of scores, one row per named set (mean ± std over its entries);
+/// the best-of-K column only when there are several samples to pick from.
 pub fn table(rows: &[(&str, Vec<&Scores>)], samples: i64) -> String {
-    let mut s = format!(
-        "| structures | RMSD mean (Å) | RMSD min of {samples} (Å) | EGap under the model (eV) | energy MAE on MMFF (eV) | energy MAE on xTB-opt (eV) |\n|---|---|---|---|---|---|\n"
-    );
+    let best_of = samples > 1;
+    let mut s = String::from("| structures | RMSD mean (Å) |");
+    if best_of {
+        let _ = write!(s, " RMSD min of {samples} (Å) |");
+    }
+    s.push_str(" EGap under the model (eV) | energy MAE on MMFF (eV) | energy MAE on xTB-opt (eV) |\n");
+    s.push_str(&"|---".repeat(if best_of { 6 } else { 5 }));
+    s.push_str("|\n");
     for (name, scores) in rows {
         let col = |f: fn(&Scores) -> f64| {
             let values: Vec<f64> = scores.iter().map(|s| f(s)).collect();
@@ -69,11 +83,13 @@ pub fn table(rows: &[(&str, Vec<&Scores>)], samples: i64) -> String {
                 mean_std(&values)
             }
         };
+        let _ = write!(s, "| {name} | {} |", col(|s| s.rmsd_mean));
+        if best_of {
+            let _ = write!(s, " {} |", col(|s| s.rmsd_min));
+        }
         let _ = writeln!(
             s,
-            "| {name} | {} | {} | {} | {} | {} |",
-            col(|s| s.rmsd_mean),
-            col(|s| s.rmsd_min),
+            " {} | {} | {} |",
             col(|s| s.egap),
             col(|s| s.mae_mmff),
             col(|s| s.mae_opt)
@@ -109,33 +125,49 @@ pub fn report(
             let _ = writeln!(s, "## {title}: not evaluated\n");
             continue;
         };
-        let _ = writeln!(s, "## {title} ({} molecules)\n", first.control.baseline.molecules);
-        let rows: Vec<(&str, Vec<&Scores>)> = (0..4)
-            .map(|k| {
+        let _ = writeln!(s, "## {title} ({} molecules)\n", first.molecules());
+        let names = first.rows();
+        let rows: Vec<(&str, Vec<&Scores>)> = names
+            .iter()
+            .enumerate()
+            .map(|(k, (name, _))| {
                 (
-                    first.rows()[k].0,
-                    splits.iter().map(|sp| sp.rows()[k].1).collect(),
+                    name.as_str(),
+                    splits
+                        .iter()
+                        .filter_map(|sp| sp.rows().get(k).map(|r| r.1))
+                        .collect(),
                 )
             })
             .collect();
         s.push_str(&table(&rows, samples));
         s.push('\n');
     }
+    let arms: Vec<&str> = results
+        .iter()
+        .find_map(|r| r.test.as_ref().or(r.val.as_ref()))
+        .map(|sp| sp.0.iter().map(|(a, _)| a.name()).collect())
+        .unwrap_or_default();
+    let arms = arms.join(" / ");
     let _ = writeln!(
         s,
-        "Per seed (test RMSD mean: control / consistency; wall time of both arms):\n"
+        "Per seed (test RMSD mean and EGap under the model: {arms}; wall time of all arms):\n"
     );
     for r in results {
         let (seed, wall) = (r.seed, r.wall_seconds);
         match &r.test {
             Some(t) => {
+                let join = |f: fn(&Scores) -> f64| {
+                    t.0.iter()
+                        .map(|(_, e)| format!("{:.4}", f(&e.model)))
+                        .collect::<Vec<_>>()
+                        .join(" / ")
+                };
                 let _ = writeln!(
                     s,
-                    "- seed {seed}: {:.4} / {:.4}; EGap {:.4} / {:.4} eV; {wall:.0} s",
-                    t.control.model.rmsd_mean,
-                    t.consistency.model.rmsd_mean,
-                    t.control.model.egap,
-                    t.consistency.model.egap
+                    "- seed {seed}: {}; EGap {} eV; {wall:.0} s",
+                    join(|m| m.rmsd_mean),
+                    join(|m| m.egap)
                 );
             }
             None => {
@@ -144,30 +176,34 @@ pub fn report(
         }
     }
     s.push_str(
-        "\nPlots (test split, first seed): `scatter-control.svg`, `scatter-consistency.svg` (E(R_pred) against \
+        "\nPlots (test split, first seed): `scatter-<arm>.svg` (E(R_pred) against \
          E(R_ref) under each arm's model), `rmsd-paired.svg` (per-molecule RMSD, control against consistency). \
          Per-step losses: `seed-*/metrics.csv`.\n",
     );
     s
 }
 
-/// The plots of one seed's test split: each arm's energies, and the per-molecule RMSD of both arms.
+/// The plots of one seed's test split: each arm's energies, and the per-molecule
+/// RMSD of the consistency arm against the control (when both were trained).
 pub fn write_plots(out: &Path, seed: u64, test: &SplitScores) -> Result<()> {
     let energy = ("E(R_ref) under the model (eV)", "E(R_pred) under the model (eV)");
-    for (name, e) in [("control", &test.control), ("consistency", &test.consistency)] {
+    for (arm, e) in &test.0 {
+        let name = arm.name();
         let title = format!("{name} arm, test split, seed {seed}");
         write_svg(
             &out.join(format!("scatter-{name}.svg")),
             &scatter_svg(&title, energy.0, energy.1, &e.model.scatter),
         )?;
     }
-    let paired: Vec<(f64, f64)> = test
-        .control
+    let (Some(control), Some(consistency)) = (test.get(Arm::Control), test.get(Arm::Consistency)) else {
+        return Ok(());
+    };
+    let paired: Vec<(f64, f64)> = control
         .model
         .rmsd_per_molecule
         .iter()
         .copied()
-        .zip(test.consistency.model.rmsd_per_molecule.iter().copied())
+        .zip(consistency.model.rmsd_per_molecule.iter().copied())
         .collect();
     let title = format!(
         "RMSD to the xTB minimum per molecule, test, seed {seed} (below the line: consistency better)"

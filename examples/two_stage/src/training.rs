@@ -1,6 +1,6 @@
 //! The training loop: [`Trainer`] runs an [`Arm`] step by step (objective,
 //! optimiser step, log, checkpoint), and [`train_all`] runs stage 1 and both
-//! stage-2 arms with resume.
+//! stage-2 arms (the two of the main run or the four of the ablation) with resume.
 //!
 //! Determinism: every step seeds libtorch's generator from (seed, arm, step)
 //! and draws its batch from a per-epoch shuffle of (seed, epoch), so a run
@@ -24,12 +24,14 @@ use crate::objective::{Arm, Objective};
 use crate::optim::Adam;
 use crate::settings::Settings;
 
-/// The RNG salt of an arm's steps (stage 1 and the two arms draw independently).
+/// The RNG salt of an arm's steps (stage 1 and each stage-2 arm draw independently).
 fn salt(arm: Arm) -> u64 {
     match arm {
         Arm::Stage1 => 1,
         Arm::Consistency => 2,
         Arm::Control => 3,
+        Arm::OptimalityOnly => 4,
+        Arm::ScoreOnly => 5,
     }
 }
 
@@ -208,15 +210,21 @@ impl Trainer {
     }
 }
 
-/// Stage 1, then both stage-2 arms from its checkpoint, with resume; the
-/// checkpoints of the consistency and the control arm.
+/// Stage 1, then each of `arms` from its checkpoint, with resume; their checkpoints.
 pub fn train_all(
     settings: &Settings,
     seed: u64,
     data: &TrainData,
     out: &Path,
     resume: bool,
+    arms: &[Arm],
 ) -> Result<ArmCheckpoints> {
+    if let Some(arm) = arms.iter().find(|a| **a == Arm::Stage1) {
+        return Err(Error::InvalidArgument {
+            arg: "arms",
+            reason: format!("`{}` is not a stage-2 arm", arm.name()),
+        });
+    }
     std::fs::create_dir_all(out).map_err(|source| Error::Io {
         path: out.to_owned(),
         source,
@@ -237,23 +245,19 @@ pub fn train_all(
         });
     }
     trainer.run(Arm::Stage1, plan.stage1_steps, data, &mut log, &stage1)?;
-    let mut stage2 = |arm: Arm| -> Result<PathBuf> {
+    let mut paths = Vec::with_capacity(arms.len());
+    for &arm in arms {
         let path = out.join(format!("{}.safetensors", arm.name()));
         let mut trainer = Trainer::new(settings.clone(), seed, data)?;
         trainer.load(if resume && path.exists() { &path } else { &stage1 })?;
         trainer.run(arm, plan.total_steps(), data, &mut log, &path)?;
-        Ok(path)
-    };
-    let consistency = stage2(Arm::Consistency)?;
-    let control = stage2(Arm::Control)?;
-    Ok(ArmCheckpoints { consistency, control })
+        paths.push((arm, path));
+    }
+    Ok(ArmCheckpoints(paths))
 }
 
-/// The final checkpoints of a seed's two stage-2 arms.
-pub struct ArmCheckpoints {
-    pub consistency: PathBuf,
-    pub control: PathBuf,
-}
+/// The final checkpoint of each stage-2 arm of a seed, in training order.
+pub struct ArmCheckpoints(pub Vec<(Arm, PathBuf)>);
 
 /// A trained model read back for evaluation and prediction.
 pub struct Trained {

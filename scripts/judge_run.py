@@ -1,0 +1,139 @@
+#!/usr/bin/env python3
+"""Judge every arm and seed of a `two_stage train` run with GFN2-xTB itself.
+
+For each `seed-*/<arm>.safetensors` under RUN, writes the arm's structures for
+the split's `mmff` frames with `two_stage predict` (its default generation
+unless `--predict-args` says otherwise), scores them with `evaluate_xtb.py`'s
+judge (Kabsch RMSD, bond-length MAE, EGap_xtb against the GFN2-xTB minimum),
+and prints Markdown tables: mean ± standard deviation over seeds per arm, the
+cheap (MMFF) row, each arm against the control per seed with the mean
+difference against twice its seed-to-seed standard deviation, and the number
+of molecules on which the arm beats MMFF. With `--fire`, each arm's energy
+model also relaxes the MMFF structures with FIRE (the reference row), with
+the wall time per molecule that `predict` printed.
+
+Usage (the dataset environment of scripts/requirements-dataset.txt, libtorch
+through scripts/with-libtorch.sh, and a built `two_stage` example):
+
+    scripts/with-libtorch.sh cargo build --release --example two_stage
+    python scripts/judge_run.py --run runs/ablation --split test [--fire]
+"""
+
+import argparse
+import gzip
+import os
+import re
+import subprocess
+import sys
+import tempfile
+
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from evaluate_xtb import Judge  # noqa: E402
+
+ARMS = ["control", "optimality-only", "score-only", "consistency"]
+METRICS = [("RMSD mean (Å)", 0), ("bond-length MAE (Å)", 1), ("EGap_xtb mean (eV)", 2)]
+
+
+def mmff_frames(split_path, out_path):
+    """Writes the `mmff` frames of a split (extended XYZ, maybe gzipped) to out_path."""
+    opener = gzip.open if split_path.endswith(".gz") else open
+    with opener(split_path, "rt") as f:
+        lines = f.read().splitlines(True)
+    out, i = [], 0
+    while i < len(lines):
+        n = int(lines[i])
+        block = lines[i : i + n + 2]
+        i += n + 2
+        if re.search(r"(^|\s)level=mmff(\s|$)", block[1]):
+            out += block
+    with open(out_path, "w") as f:
+        f.writelines(out)
+
+
+def predict(binary, checkpoint, inp, out, extra):
+    cmd = [binary, "predict", "--checkpoint", checkpoint, "--input", inp, "--output", out, *extra]
+    res = subprocess.run(cmd, check=True, capture_output=True, text=True)
+    ms = re.search(r"([0-9.]+) ms per molecule", res.stdout)
+    return float(ms.group(1)) if ms else float("nan"), res.stdout.strip()
+
+
+def fmt(values, digits=4):
+    values = np.asarray(values, dtype=float)
+    if len(values) < 2:
+        return f"{values.mean():.{digits}f}"
+    return f"{values.mean():.{digits}f} ± {values.std(ddof=1):.{digits}f}"
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--run", required=True, help="a `two_stage train` output folder (seed-*/<arm>.safetensors)")
+    ap.add_argument("--split", choices=["val", "test"], required=True)
+    ap.add_argument("--data", default="data")
+    ap.add_argument("--binary", default="target/release/examples/two_stage")
+    ap.add_argument("--predict-args", default="", help="extra `predict` arguments (e.g. '--generation refine')")
+    ap.add_argument("--fire", action="store_true", help="add each arm's FIRE relaxation on its energy model")
+    args = ap.parse_args()
+
+    split_path = os.path.join(args.data, f"{args.split}.extxyz.gz")
+    judge = Judge(split_path)
+    seeds = sorted(
+        int(d.split("-")[1]) for d in os.listdir(args.run) if re.fullmatch(r"seed-\d+", d)
+    )
+    tmp = tempfile.mkdtemp(prefix="judge-")
+    inp = os.path.join(tmp, "mmff.extxyz")
+    mmff_frames(split_path, inp)
+    cheap = np.array(judge.cheap())
+    # results[(label, seed)] = per-molecule rows [M, 3]; times[(label, seed)] = ms per molecule
+    results, times = {}, {}
+    for seed in seeds:
+        for arm in ARMS:
+            ckpt = os.path.join(args.run, f"seed-{seed}", f"{arm}.safetensors")
+            if not os.path.exists(ckpt):
+                continue
+            runs = [(arm, args.predict_args.split())]
+            if args.fire:
+                runs.append((f"{arm}, FIRE on its energy", ["--generation", "fire"]))
+            for label, extra in runs:
+                out = os.path.join(tmp, f"{label.replace(' ', '_').replace(',', '')}-{seed}.extxyz")
+                ms, log = predict(args.binary, ckpt, inp, out, extra)
+                print(f"seed {seed} {label}: {log}", file=sys.stderr)
+                results[(label, seed)] = np.array(judge.file(out))
+                times[(label, seed)] = ms
+    labels = list(dict.fromkeys(k[0] for k in results))
+
+    print(f"### {args.split} split ({len(cheap)} molecules), seeds {seeds}, judged by GFN2-xTB\n")
+    print("| structures | " + " | ".join(m for m, _ in METRICS) + " | beats MMFF on EGap_xtb (molecules) | ms per molecule |")
+    print("|---" * (len(METRICS) + 3) + "|")
+    print("| MMFF (cheap level) | " + " | ".join(f"{cheap[:, k].mean():.4f}" for _, k in METRICS) + " | — | — |")
+    for label in labels:
+        per_seed = [results[(label, s)] for s in seeds if (label, s) in results]
+        cols = [fmt([r[:, k].mean() for r in per_seed]) for _, k in METRICS]
+        wins = fmt([float((r[:, 2] < cheap[:, 2]).sum()) for r in per_seed], 1)
+        ms = fmt([times[(label, s)] for s in seeds if (label, s) in times], 1)
+        print(f"| {label} | " + " | ".join(cols) + f" | {wins} | {ms} |")
+
+    if "control" in labels:
+        print("\nAgainst the control, per seed (arm − control; negative is better). "
+              "`yes` when every seed is better and |mean| > 2 × seed-to-seed std of the difference.\n")
+        print("| arm | " + " | ".join(f"Δ {m}" for m, _ in METRICS) + " |")
+        print("|---" * (len(METRICS) + 1) + "|")
+        for label in labels:
+            if label == "control" or "FIRE" in label:
+                continue
+            cells = []
+            for _, k in METRICS:
+                d = np.array([
+                    results[(label, s)][:, k].mean() - results[("control", s)][:, k].mean()
+                    for s in seeds if (label, s) in results and ("control", s) in results
+                ])
+                sd = d.std(ddof=1) if len(d) > 1 else float("nan")
+                ok = bool((d < 0).all() and len(d) > 1 and abs(d.mean()) > 2 * sd)
+                per = ", ".join(f"{x:+.4f}" for x in d)
+                cells.append(f"{d.mean():+.4f} ({per}) {'yes' if ok else 'no'}")
+            print(f"| {label} | " + " | ".join(cells) + " |")
+
+
+if __name__ == "__main__":
+    main()

@@ -172,7 +172,7 @@ pub enum ParseError {
     /// The bytes are not text this reader can take (binary, damaged gzip, not UTF-8).
     #[error("{0}")]
     Content(String),
-    /// A record of a structure file (SDF/MOL) is malformed or unsupported.
+    /// A record (one molecule) of a structure file is malformed, unsupported or out of range.
     #[error("{0}")]
     Record(String),
 }

@@ -135,7 +135,7 @@ fn malformed_records_name_their_line() {
         (
             edit(3, " 12  8  0  0  0  0  0  0  0  0999 V2000"),
             4,
-            "ends after",
+            "only 17 lines",
         ),
         (
             edit(4, "   -0.8544    0.2235    0.2418 Xx  0  0"),

@@ -513,7 +513,10 @@ pub fn write_extxyz(path: impl AsRef<Path>, frames: &[Frame]) -> Result<()> {
 }
 
 /// Writes `text` through [`write_atomic`], gzip-compressed when `path` ends in `.gz`.
-pub(crate) fn write_text(path: &Path, text: &str) -> Result<()> {
+///
+/// # Errors
+/// [`Error::Io`] naming `path`.
+pub fn write_text(path: &Path, text: &str) -> Result<()> {
     let bytes = if path.extension().is_some_and(|e| e == "gz") {
         let mut gz = GzEncoder::new(Vec::new(), Compression::default());
         gz.write_all(text.as_bytes())

@@ -11,7 +11,9 @@ mod sdf;
 
 pub use dataset::{shuffled_indices, splitmix64, Dataset, LabelledBatch, Splits};
 pub use elements::{atomic_number, symbol};
-pub use extxyz::{format_extxyz, parse_extxyz, read_extxyz, read_text, write_atomic, write_extxyz, Frame};
+pub use extxyz::{
+    format_extxyz, parse_extxyz, read_extxyz, read_text, write_atomic, write_extxyz, write_text, Frame,
+};
 pub use sdf::{format_sdf, parse_sdf, read_sdf, write_sdf, SdfRecord};
 
 /// The longest piece of a file's text quoted in an error message, in characters.

@@ -86,6 +86,10 @@ impl SdfRecord {
     /// The record with a data item `> <name>` appended (after the input's own).
     pub fn with_property(&self, name: &str, value: &str) -> Self {
         let mut out = self.clone();
+        // A file may end its last value without the blank line that closes it.
+        if out.data.last().is_some_and(|l| !l.trim().is_empty()) {
+            out.data.push(String::new());
+        }
         out.data.push(format!(">  <{name}>"));
         out.data.extend(value.lines().map(str::to_owned));
         out.data.push(String::new());
@@ -311,12 +315,11 @@ fn v2000_table(molblock: &[&str], first: usize) -> LineResult<Table> {
     // Lines 4.. up to `M  END` (the last line of the block) hold the atoms, then the bonds.
     let available = molblock.len() - 5;
     if available < atoms + bonds {
-        return Err((
+        return Err(record_error(
             at(3),
-            ParseError::Truncated {
-                expected: atoms + bonds,
-                found: available,
-            },
+            format!(
+                "the counts line declares {atoms} atoms and {bonds} bonds, but only {available} lines come before `M  END`"
+            ),
         ));
     }
     let mut table = Table {

@@ -2,6 +2,8 @@
 //! fixture gives its error at its line, write-then-read is exact, and no
 //! input (arbitrary bytes, mutated files) makes the parser panic.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 
 use physcon::data::{format_extxyz, parse_extxyz, read_extxyz, write_extxyz, Dataset, Frame, Splits};
@@ -326,16 +328,8 @@ proptest! {
         drop_line in prop::option::of(any::<prop::sample::Index>()),
         dup_line in prop::option::of(any::<prop::sample::Index>()),
     ) {
-        let mut bytes = valid_text().into_bytes();
-        for (at, byte) in edits {
-            let i = at.index(bytes.len());
-            bytes[i] = byte;
-        }
-        let text = String::from_utf8_lossy(&bytes).into_owned();
-        let mut lines: Vec<&str> = text.lines().collect();
-        if let Some(at) = drop_line { let i = at.index(lines.len()); lines.remove(i); }
-        if let Some(at) = dup_line { let i = at.index(lines.len()); let l = lines[i]; lines.insert(i, l); }
-        if let Ok(frames) = parse_extxyz(&lines.join("\n"), Path::new("fuzz")) {
+        let text = common::mutate(valid_text().into_bytes(), edits, drop_line, dup_line);
+        if let Ok(frames) = parse_extxyz(&text, Path::new("fuzz")) {
             if let Ok(text) = format_extxyz(&frames) {
                 prop_assert_eq!(parse_extxyz(&text, Path::new("again")).unwrap(), frames);
             }

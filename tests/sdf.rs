@@ -3,6 +3,8 @@
 //! record change nothing else; malformed records name their line; no input
 //! makes the reader panic.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 
 use physcon::data::{format_sdf, parse_sdf, read_sdf, SdfRecord};
@@ -195,16 +197,8 @@ proptest! {
         dup_line in prop::option::of(any::<prop::sample::Index>()),
     ) {
         let name = if v3000 { "rdkit_small_v3000.sdf" } else { "rdkit_small.sdf" };
-        let mut bytes = std::fs::read(fixture(name)).unwrap();
-        for (at, byte) in edits {
-            let i = at.index(bytes.len());
-            bytes[i] = byte;
-        }
-        let text = String::from_utf8_lossy(&bytes).into_owned();
-        let mut lines: Vec<&str> = text.lines().collect();
-        if let Some(at) = drop_line { let i = at.index(lines.len()); lines.remove(i); }
-        if let Some(at) = dup_line { let i = at.index(lines.len()); let l = lines[i]; lines.insert(i, l); }
-        if let Ok(records) = parse(&lines.join("\n")) {
+        let text = common::mutate(std::fs::read(fixture(name)).unwrap(), edits, drop_line, dup_line);
+        if let Ok(records) = parse(&text) {
             for r in &records {
                 if let Ok(moved) = r.with_positions(&r.frame.pos) {
                     let again = parse(&moved.to_text()).unwrap();

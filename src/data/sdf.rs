@@ -328,8 +328,7 @@ fn v2000_table(molblock: &[&str], first: usize) -> LineResult<Table> {
         bonds: Vec::with_capacity(bonds),
         atom_at: Vec::with_capacity(atoms),
     };
-    for k in 4..4 + atoms {
-        let line = molblock[k];
+    for (k, &line) in molblock.iter().enumerate().skip(4).take(atoms) {
         if !line.is_ascii() || line.len() < 31 {
             return Err(record_error(
                 at(k),
@@ -346,8 +345,7 @@ fn v2000_table(molblock: &[&str], first: usize) -> LineResult<Table> {
         table.pos.push([x, y, z]);
         table.atom_at.push(k);
     }
-    for k in 4 + atoms..4 + atoms + bonds {
-        let line = molblock[k];
+    for (k, &line) in molblock.iter().enumerate().skip(4 + atoms).take(bonds) {
         let index = |a: usize| -> LineResult<usize> {
             let text = columns(line, a, a + 3);
             text.parse::<usize>()

@@ -235,41 +235,22 @@ fn flags_and_files_around_the_input_are_checked_before_the_model_runs() {
         message
     };
     let out = s(&output);
-    refused(
-        "--start 0",
-        base(&["--output", &out, "--start", "0"]),
-        &["--start", "1..=1000"],
-    );
-    refused(
-        "--start 5000",
-        base(&["--output", &out, "--start", "5000"]),
-        &["--start", "1..=1000"],
-    );
-    refused(
-        "--ddim-steps 11",
-        base(&["--output", &out, "--ddim-steps", "11"]),
-        &["--ddim-steps", "1..=10", "--start"],
-    );
-    refused(
-        "--ddim-steps 0",
-        base(&["--output", &out, "--ddim-steps", "0"]),
-        &["--ddim-steps"],
-    );
-    refused(
-        "--samples 0",
-        base(&["--output", &out, "--samples", "0"]),
-        &["--samples", "1..=1000"],
-    );
-    refused(
-        "--samples 1000000",
-        base(&["--output", &out, "--samples", "1000000"]),
-        &["--samples", "1..=1000"],
-    );
-    refused(
-        "--samples x",
-        base(&["--output", &out, "--samples", "x"]),
-        &["--samples"],
-    );
+    let flags: [(&str, &str, &[&str]); 7] = [
+        ("--start", "0", &["--start", "1..=1000"]),
+        ("--start", "5000", &["--start", "1..=1000"]),
+        ("--ddim-steps", "11", &["--ddim-steps", "1..=10", "--start"]),
+        ("--ddim-steps", "0", &["--ddim-steps"]),
+        ("--samples", "0", &["--samples", "1..=1000"]),
+        ("--samples", "1000000", &["--samples", "1..=1000"]),
+        ("--samples", "x", &["--samples"]),
+    ];
+    for (flag, value, words) in flags {
+        refused(
+            &format!("{flag} {value}"),
+            base(&["--output", &out, flag, value]),
+            words,
+        );
+    }
     let m = refused(
         "output is input",
         base(&["--output", &s(&input)]),

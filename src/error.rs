@@ -169,4 +169,10 @@ pub enum ParseError {
     /// Frames of one `mol_id` disagree on atoms.
     #[error("{0}")]
     Inconsistent(String),
+    /// The bytes are not text this reader can take (binary, damaged gzip, not UTF-8).
+    #[error("{0}")]
+    Content(String),
+    /// A record (one molecule) of a structure file is malformed, unsupported or out of range.
+    #[error("{0}")]
+    Record(String),
 }

@@ -2,6 +2,8 @@
 //! fixture gives its error at its line, write-then-read is exact, and no
 //! input (arbitrary bytes, mutated files) makes the parser panic.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 
 use physcon::data::{format_extxyz, parse_extxyz, read_extxyz, write_extxyz, Dataset, Frame, Splits};
@@ -54,7 +56,7 @@ fn ase_fixture_parses_with_labels_and_masks() {
 #[test]
 fn malformed_fixtures_name_file_and_line() {
     type IsKind = fn(&ParseError) -> bool;
-    let cases: [(&str, usize, IsKind); 7] = [
+    let cases: [(&str, usize, IsKind); 9] = [
         ("truncated_frame.extxyz", 26, |k| {
             matches!(
                 k,
@@ -89,6 +91,16 @@ fn malformed_fixtures_name_file_and_line() {
             "bad_bonds_length.extxyz",
             16,
             |k| matches!(k, ParseError::Bonds(r) if r.contains("26 entries")),
+        ),
+        (
+            "properties_width_wraps_pos.extxyz",
+            2,
+            |k| matches!(k, ParseError::Header(r) if r.contains("column counts")),
+        ),
+        (
+            "properties_width_wraps_species.extxyz",
+            2,
+            |k| matches!(k, ParseError::Header(r) if r.contains("column counts")),
         ),
     ];
     for (name, expected_line, is_kind) in cases {
@@ -277,6 +289,37 @@ proptest! {
         let _ = parse_extxyz(&String::from_utf8_lossy(&bytes), Path::new("fuzz"));
     }
 
+    /// `Properties` whose declared column counts disagree with the atom
+    /// lines: small counts, counts near `usize::MAX` (their sum wraps), and
+    /// atom lines of any width. Whatever parses has every column in range.
+    #[test]
+    fn properties_that_disagree_with_the_data_never_panic(
+        columns in prop::collection::vec(
+            (
+                prop::sample::select(vec!["species", "Z", "pos", "forces", "x"]),
+                prop::sample::select(vec!["S", "R", "I", "L"]),
+                prop_oneof![
+                    1usize..5,
+                    (0usize..5).prop_map(|k| usize::MAX - k),
+                    (0usize..4).prop_map(|k| usize::MAX / 2 + k),
+                ],
+            ),
+            1..6,
+        ),
+        fields in prop::collection::vec(prop::sample::select(vec!["O", "H", "8", "1.5", "-0.25", "x"]), 0..9),
+        atoms in 1usize..3,
+    ) {
+        let spec: Vec<String> = columns.iter().map(|(n, t, w)| format!("{n}:{t}:{w}")).collect();
+        let mut text = format!("{atoms}\nProperties={} mol_id=m0\n", spec.join(":"));
+        for _ in 0..atoms {
+            text.push_str(&fields.join(" "));
+            text.push('\n');
+        }
+        if let Ok(frames) = parse_extxyz(&text, Path::new("fuzz")) {
+            prop_assert_eq!(frames[0].pos.len(), atoms);
+        }
+    }
+
     /// Mutations of a valid file: byte edits, deleted and duplicated lines.
     /// Whatever parses must survive a format-parse round trip unchanged.
     #[test]
@@ -285,16 +328,8 @@ proptest! {
         drop_line in prop::option::of(any::<prop::sample::Index>()),
         dup_line in prop::option::of(any::<prop::sample::Index>()),
     ) {
-        let mut bytes = valid_text().into_bytes();
-        for (at, byte) in edits {
-            let i = at.index(bytes.len());
-            bytes[i] = byte;
-        }
-        let text = String::from_utf8_lossy(&bytes).into_owned();
-        let mut lines: Vec<&str> = text.lines().collect();
-        if let Some(at) = drop_line { let i = at.index(lines.len()); lines.remove(i); }
-        if let Some(at) = dup_line { let i = at.index(lines.len()); let l = lines[i]; lines.insert(i, l); }
-        if let Ok(frames) = parse_extxyz(&lines.join("\n"), Path::new("fuzz")) {
+        let text = common::mutate(valid_text().into_bytes(), edits, drop_line, dup_line);
+        if let Ok(frames) = parse_extxyz(&text, Path::new("fuzz")) {
             if let Ok(text) = format_extxyz(&frames) {
                 prop_assert_eq!(parse_extxyz(&text, Path::new("again")).unwrap(), frames);
             }

@@ -18,6 +18,7 @@ use flate2::Compression;
 
 use crate::batch::Molecule;
 use crate::data::elements::{atomic_number, symbol};
+use crate::data::excerpt;
 use crate::error::{Error, ParseError, Result};
 
 /// One structure of a data file.
@@ -65,30 +66,56 @@ impl Frame {
 /// [`Error::Io`] when the file cannot be read; [`Error::Parse`] for malformed content.
 pub fn read_extxyz(path: impl AsRef<Path>) -> Result<Vec<Frame>> {
     let path = path.as_ref();
-    let io = |source| Error::Io {
+    let text = read_text(path)?;
+    parse_extxyz(&text, path)
+}
+
+/// The text of a data file: gzip (told by its magic bytes) decompressed, a
+/// UTF-8 byte-order mark dropped; binary content refused.
+///
+/// # Errors
+/// [`Error::Io`] when the file cannot be read; [`Error::Parse`] for a
+/// truncated gzip stream, text that is not UTF-8, or NUL bytes, at the line
+/// where the fault starts.
+pub fn read_text(path: &Path) -> Result<String> {
+    let fail = |line: usize, what: &str| Error::Parse {
+        path: path.to_owned(),
+        line,
+        kind: ParseError::Content(what.to_owned()),
+    };
+    let lines_in = |bytes: &[u8]| bytes.iter().filter(|&&b| b == b'\n').count() + 1;
+    let raw = fs::read(path).map_err(|source| Error::Io {
         path: path.to_owned(),
         source,
-    };
-    let raw = fs::read(path).map_err(io)?;
+    })?;
     let bytes = if raw.starts_with(&[0x1f, 0x8b]) {
         let mut out = Vec::new();
-        MultiGzDecoder::new(raw.as_slice())
-            .read_to_end(&mut out)
-            .map_err(io)?;
+        // What was decompressed before the fault stays in `out`: it locates the fault.
+        if let Err(e) = MultiGzDecoder::new(raw.as_slice()).read_to_end(&mut out) {
+            return Err(fail(
+                lines_in(&out),
+                &format!("the gzip stream is damaged or cut short ({e})"),
+            ));
+        }
         out
     } else {
         raw
     };
-    let text = String::from_utf8(bytes).map_err(|e| {
+    if let Some(at) = bytes.iter().position(|&b| b == 0) {
+        return Err(fail(
+            lines_in(&bytes[..at]),
+            "NUL byte: this is a binary file, not text",
+        ));
+    }
+    let mut text = String::from_utf8(bytes).map_err(|e| {
         let valid = &e.as_bytes()[..e.utf8_error().valid_up_to()];
-        let line = valid.iter().filter(|&&b| b == b'\n').count() + 1;
-        Error::Parse {
-            path: path.to_owned(),
-            line,
-            kind: ParseError::Header("not UTF-8 text".into()),
-        }
+        fail(lines_in(valid), "not UTF-8 text")
     })?;
-    parse_extxyz(&text, path)
+    // Windows editors put a byte-order mark first; it is not part of the first line's content.
+    if text.starts_with('\u{feff}') {
+        text.drain(..'\u{feff}'.len_utf8());
+    }
+    Ok(text)
 }
 
 /// Parses extended-XYZ text; `path` only names the source in errors.
@@ -112,7 +139,7 @@ pub fn parse_extxyz(text: &str, path: &Path) -> Result<Vec<Frame>> {
         let count: usize = lines[k]
             .trim()
             .parse()
-            .map_err(|_| fail(header, ParseError::AtomCount(lines[k].trim().into())))?;
+            .map_err(|_| fail(header, ParseError::AtomCount(excerpt(lines[k].trim()))))?;
         let available = lines.len().saturating_sub(k + 2);
         if available < count || k + 1 >= lines.len() {
             return Err(fail(
@@ -138,6 +165,8 @@ struct Column {
     name: String,
     kind: char,
     width: usize,
+    /// Index of its first field on an atom line.
+    offset: usize,
 }
 
 fn parse_frame(count: usize, comment: &str, atoms: &[&str], comment_line: usize) -> LineResult<Frame> {
@@ -147,14 +176,10 @@ fn parse_frame(count: usize, comment: &str, atoms: &[&str], comment_line: usize)
     let properties = get("Properties").ok_or(at(ParseError::MissingKey("Properties")))?;
     let columns = parse_properties(properties).map_err(at)?;
     let offset_of = |name: &str, kind: char, width: usize| -> Option<usize> {
-        let mut offset = 0;
-        for c in &columns {
-            if c.name == name && c.kind == kind && c.width == width {
-                return Some(offset);
-            }
-            offset += c.width;
-        }
-        None
+        columns
+            .iter()
+            .find(|c| c.name == name && c.kind == kind && c.width == width)
+            .map(|c| c.offset)
     };
     let (species_col, species_is_symbol) = match (offset_of("species", 'S', 1), offset_of("Z", 'I', 1)) {
         (Some(o), _) => (o, true),
@@ -168,7 +193,7 @@ fn parse_frame(count: usize, comment: &str, atoms: &[&str], comment_line: usize)
     let pos_col =
         offset_of("pos", 'R', 3).ok_or(at(ParseError::Header("Properties has no pos:R:3 column".into())))?;
     let forces_col = offset_of("forces", 'R', 3);
-    let width: usize = columns.iter().map(|c| c.width).sum();
+    let width = columns.last().map_or(0, |c| c.offset + c.width);
 
     let mut species = Vec::with_capacity(count);
     let mut pos = Vec::with_capacity(count);
@@ -182,7 +207,7 @@ fn parse_frame(count: usize, comment: &str, atoms: &[&str], comment_line: usize)
                 ParseError::Columns {
                     expected: width,
                     got: fields.len(),
-                    properties: properties.to_owned(),
+                    properties: excerpt(properties),
                 },
             ));
         }
@@ -191,10 +216,7 @@ fn parse_frame(count: usize, comment: &str, atoms: &[&str], comment_line: usize)
         } else {
             fields[species_col].parse().ok().filter(|z| symbol(*z).is_some())
         };
-        species.push(z.ok_or((
-            line_no,
-            ParseError::UnknownElement(fields[species_col].to_owned()),
-        ))?);
+        species.push(z.ok_or((line_no, ParseError::UnknownElement(excerpt(fields[species_col]))))?);
         pos.push(vector(&fields[pos_col..pos_col + 3], "pos").map_err(|e| (line_no, e))?);
         if let (Some(col), Some(forces)) = (forces_col, forces.as_mut()) {
             forces.push(vector(&fields[col..col + 3], "forces").map_err(|e| (line_no, e))?);
@@ -227,7 +249,7 @@ fn parse_frame(count: usize, comment: &str, atoms: &[&str], comment_line: usize)
 fn number(text: &str, field: &str) -> std::result::Result<f64, ParseError> {
     let value: f64 = text.parse().map_err(|_| ParseError::Number {
         field: field.to_owned(),
-        value: text.to_owned(),
+        value: excerpt(text),
     })?;
     if value.is_finite() {
         Ok(value)
@@ -273,10 +295,20 @@ fn parse_comment(line: &str) -> std::result::Result<Vec<(String, String)>, Parse
                         Some('"') => break,
                         Some('\\') => match chars.next() {
                             Some(c) => value.push(c),
-                            None => return Err(ParseError::Header(format!("unterminated quote in `{key}`"))),
+                            None => {
+                                return Err(ParseError::Header(format!(
+                                    "unterminated quote in `{}`",
+                                    excerpt(&key)
+                                )))
+                            }
                         },
                         Some(c) => value.push(c),
-                        None => return Err(ParseError::Header(format!("unterminated quote in `{key}`"))),
+                        None => {
+                            return Err(ParseError::Header(format!(
+                                "unterminated quote in `{}`",
+                                excerpt(&key)
+                            )))
+                        }
                     }
                 }
             }
@@ -286,7 +318,12 @@ fn parse_comment(line: &str) -> std::result::Result<Vec<(String, String)>, Parse
                     match chars.next() {
                         Some('}') => break,
                         Some(c) => value.push(c),
-                        None => return Err(ParseError::Header(format!("unterminated brace in `{key}`"))),
+                        None => {
+                            return Err(ParseError::Header(format!(
+                                "unterminated brace in `{}`",
+                                excerpt(&key)
+                            )))
+                        }
                     }
                 }
             }
@@ -307,31 +344,42 @@ fn parse_properties(text: &str) -> std::result::Result<Vec<Column>, ParseError> 
     let parts: Vec<&str> = text.split(':').collect();
     if parts.len() % 3 != 0 {
         return Err(ParseError::Header(format!(
-            "Properties `{text}` is not name:type:count triples"
+            "Properties `{}` is not name:type:count triples",
+            excerpt(text)
         )));
     }
-    parts
-        .chunks(3)
-        .map(|c| {
-            let kind = match c[1] {
-                "S" | "R" | "I" | "L" => c[1].chars().next().unwrap_or('S'),
-                other => {
-                    return Err(ParseError::Header(format!(
-                        "unknown column type `{other}` in Properties"
-                    )))
-                }
-            };
-            let width =
-                c[2].parse().ok().filter(|w| *w > 0).ok_or_else(|| {
-                    ParseError::Header(format!("bad column count `{}` in Properties", c[2]))
-                })?;
-            Ok(Column {
-                name: c[0].to_owned(),
-                kind,
-                width,
-            })
-        })
-        .collect()
+    let mut offset = 0usize;
+    let mut columns = Vec::with_capacity(parts.len() / 3);
+    for c in parts.chunks(3) {
+        let kind = match c[1] {
+            "S" | "R" | "I" | "L" => c[1].chars().next().unwrap_or('S'),
+            other => {
+                return Err(ParseError::Header(format!(
+                    "unknown column type `{}` in Properties",
+                    excerpt(other)
+                )))
+            }
+        };
+        let width: usize = c[2].parse().ok().filter(|w| *w > 0).ok_or_else(|| {
+            ParseError::Header(format!("bad column count `{}` in Properties", excerpt(c[2])))
+        })?;
+        // Declared counts come from the file: their sum must not wrap, or the
+        // column offsets would point outside the atom lines.
+        let end = offset.checked_add(width).ok_or_else(|| {
+            ParseError::Header(format!(
+                "Properties column counts add up to more than {}",
+                usize::MAX
+            ))
+        })?;
+        columns.push(Column {
+            name: c[0].to_owned(),
+            kind,
+            width,
+            offset,
+        });
+        offset = end;
+    }
+    Ok(columns)
 }
 
 fn parse_bonds(text: &str, atoms: usize) -> std::result::Result<Vec<(usize, usize, u8)>, ParseError> {
@@ -339,7 +387,7 @@ fn parse_bonds(text: &str, atoms: usize) -> std::result::Result<Vec<(usize, usiz
         .split_whitespace()
         .map(|v| {
             v.parse::<i64>()
-                .map_err(|_| ParseError::Bonds(format!("`{v}` is not an integer")))
+                .map_err(|_| ParseError::Bonds(format!("`{}` is not an integer", excerpt(v))))
         })
         .collect::<std::result::Result<Vec<_>, _>>()?;
     if values.len() % 3 != 0 {
@@ -348,6 +396,7 @@ fn parse_bonds(text: &str, atoms: usize) -> std::result::Result<Vec<(usize, usiz
             values.len()
         )));
     }
+    let mut seen = std::collections::HashSet::new();
     values
         .chunks(3)
         .map(|b| {
@@ -360,6 +409,9 @@ fn parse_bonds(text: &str, atoms: usize) -> std::result::Result<Vec<(usize, usiz
             let (i, j) = (index(b[0])?, index(b[1])?);
             if i == j {
                 return Err(ParseError::Bonds(format!("atom {i} bonded to itself")));
+            }
+            if !seen.insert((i.min(j), i.max(j))) {
+                return Err(ParseError::Bonds(format!("atoms {i} and {j} bonded twice")));
             }
             let order = u8::try_from(b[2])
                 .ok()
@@ -457,8 +509,14 @@ fn quote(value: &str) -> String {
 /// # Errors
 /// Those of [`format_extxyz`]; [`Error::Io`] for the file system.
 pub fn write_extxyz(path: impl AsRef<Path>, frames: &[Frame]) -> Result<()> {
-    let path = path.as_ref();
-    let text = format_extxyz(frames)?;
+    write_text(path.as_ref(), &format_extxyz(frames)?)
+}
+
+/// Writes `text` through [`write_atomic`], gzip-compressed when `path` ends in `.gz`.
+///
+/// # Errors
+/// [`Error::Io`] naming `path`.
+pub fn write_text(path: &Path, text: &str) -> Result<()> {
     let bytes = if path.extension().is_some_and(|e| e == "gz") {
         let mut gz = GzEncoder::new(Vec::new(), Compression::default());
         gz.write_all(text.as_bytes())
@@ -468,7 +526,7 @@ pub fn write_extxyz(path: impl AsRef<Path>, frames: &[Frame]) -> Result<()> {
                 source,
             })?
     } else {
-        text.into_bytes()
+        text.as_bytes().to_vec()
     };
     write_atomic(path, &bytes)
 }
@@ -491,7 +549,8 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
         }
     }
     let result = (|| {
-        let mut file = fs::File::create(&tmp).map_err(io(&tmp))?;
+        // The temporary name is ours, not the caller's: a missing folder is reported with `path`.
+        let mut file = fs::File::create(&tmp).map_err(io(path))?;
         file.write_all(bytes).map_err(io(&tmp))?;
         file.sync_all().map_err(io(&tmp))?;
         fs::rename(&tmp, path).map_err(io(path))?;

@@ -7,7 +7,23 @@
 mod dataset;
 mod elements;
 mod extxyz;
+mod sdf;
 
 pub use dataset::{shuffled_indices, splitmix64, Dataset, LabelledBatch, Splits};
 pub use elements::{atomic_number, symbol};
-pub use extxyz::{format_extxyz, parse_extxyz, read_extxyz, write_atomic, write_extxyz, Frame};
+pub use extxyz::{
+    format_extxyz, parse_extxyz, read_extxyz, read_text, write_atomic, write_extxyz, write_text, Frame,
+};
+pub use sdf::{format_sdf, parse_sdf, read_sdf, write_sdf, SdfRecord};
+
+/// The longest piece of a file's text quoted in an error message, in characters.
+pub const EXCERPT_CHARS: usize = 60;
+
+/// `text` cut to [`EXCERPT_CHARS`] characters for an error message, with the
+/// length of what was left out: a 10 MB token gives a line, not 10 MB of stderr.
+pub fn excerpt(text: &str) -> String {
+    match text.char_indices().nth(EXCERPT_CHARS) {
+        None => text.to_owned(),
+        Some((cut, _)) => format!("{}… ({} bytes in all)", &text[..cut], text.len()),
+    }
+}

@@ -230,3 +230,29 @@ pub fn shuffled(n: i64, seed: u64) -> Vec<i64> {
         .map(|i| i as i64)
         .collect()
 }
+
+/// A file's text after byte edits `(where, new byte)`, then one line deleted
+/// and one duplicated (each optional): the mutations the parsers' proptests apply.
+pub fn mutate(
+    mut bytes: Vec<u8>,
+    edits: Vec<(prop::sample::Index, u8)>,
+    drop_line: Option<prop::sample::Index>,
+    dup_line: Option<prop::sample::Index>,
+) -> String {
+    for (at, byte) in edits {
+        let i = at.index(bytes.len());
+        bytes[i] = byte;
+    }
+    let text = String::from_utf8_lossy(&bytes).into_owned();
+    let mut lines: Vec<&str> = text.lines().collect();
+    if let Some(at) = drop_line {
+        let i = at.index(lines.len());
+        lines.remove(i);
+    }
+    if let Some(at) = dup_line {
+        let i = at.index(lines.len());
+        let l = lines[i];
+        lines.insert(i, l);
+    }
+    lines.join("\n")
+}

@@ -209,6 +209,13 @@ impl Checkpoint {
         tch::no_grad(|| -> Result<()> {
             for (name, var) in &vars {
                 let src = self.tensor(&format!("model.{name}"))?;
+                // A damaged or diverged checkpoint is named here, not later as a NaN output.
+                if src.f_isfinite()?.f_all()?.int64_value(&[]) == 0 {
+                    return Err(corrupt(
+                        &self.path,
+                        &format!("weight `{name}` holds NaN or infinite values (a damaged file, or training diverged)"),
+                    ));
+                }
                 if src.size() != var.size() {
                     return Err(corrupt(
                         &self.path,

@@ -4,14 +4,15 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use clap::{Parser, Subcommand, ValueEnum};
-use physcon::data::{read_extxyz, write_atomic, write_extxyz, Dataset, Frame, Splits};
+use physcon::data::{excerpt, write_atomic, Dataset, Splits};
 use physcon::diffusion::NoiseSchedule;
 use physcon::{Error, MolBatch, Result, Temperature};
 use tch::{Device, Kind};
 
 use crate::data::TrainData;
 use crate::eval::{evaluate, generate, Generation};
-use crate::model::Graph;
+use crate::io;
+use crate::model::{Graph, ELEMENTS};
 use crate::objective::Arm;
 use crate::relax::Fire;
 use crate::report::{report, table, write_plots, SeedResult, SplitScores};
@@ -34,7 +35,7 @@ pub enum Command {
     Train(TrainArgs),
     /// Scores a checkpoint on a split.
     Evaluate(EvaluateArgs),
-    /// Writes K generated structures per molecule of an extended-XYZ file.
+    /// Writes K generated structures per molecule of an SDF/MOL or extended-XYZ file.
     Predict(PredictArgs),
 }
 
@@ -254,10 +255,19 @@ pub struct PredictArgs {
     /// Refuse a checkpoint not trained with this preset's settings (default: the checkpoint's own).
     #[arg(long, value_enum)]
     pub preset: Option<Preset>,
+    /// Molecules: SDF/MOL (V2000/V3000) or extended XYZ, gzip or not.
     #[arg(long)]
     pub input: PathBuf,
+    /// Where the predictions go, in the input's format (`.gz`: compressed).
     #[arg(long)]
     pub output: PathBuf,
+    /// Replace --output if it exists (even when it is the --input file).
+    #[arg(long)]
+    pub force: bool,
+    /// Refuse the whole input when a molecule has an element the model does not know
+    /// (default: skip such molecules, one line each, and predict the rest).
+    #[arg(long)]
+    pub strict: bool,
     #[command(flatten)]
     pub gen: GenArgs,
 }
@@ -431,25 +441,48 @@ pub fn evaluate_checkpoint(args: &EvaluateArgs) -> Result<()> {
     Ok(())
 }
 
-/// `predict`: `--samples` generated structures per molecule of `--input`, written to `--output`.
+/// `predict`: `--samples` generated structures per molecule of `--input`, written to `--output`
+/// in the input's format. Everything the user typed is checked before the model runs.
 pub fn predict(args: &PredictArgs) -> Result<()> {
     let gen = &args.gen;
     let n_samples = gen.samples();
-    if n_samples < 1 {
+    io::check_samples(n_samples)?;
+    io::check_output(&args.input, &args.output, args.force)?;
+    let trained = load_model(&args.checkpoint, requested(args.preset)?.as_ref())?;
+    io::check_generation(gen, trained.settings.diffusion_steps)?;
+    let input = io::Input::read(&args.input)?;
+    io::check_output_format(&args.output, &input)?;
+    let (kept, skipped) = input.known(&ELEMENTS);
+    if let (true, Some(first)) = (args.strict, skipped.first()) {
         return Err(Error::InvalidArgument {
-            arg: "--samples",
-            reason: "must be at least 1".into(),
+            arg: "--strict",
+            reason: format!("{first} ({} such molecules in all)", skipped.len()),
         });
     }
-    let trained = load_model(&args.checkpoint, requested(args.preset)?.as_ref())?;
-    let frames = Dataset::new(read_extxyz(&args.input)?)?;
+    for line in &skipped {
+        eprintln!("skipped: {line}");
+    }
+    if kept.is_empty() {
+        return Err(Error::InvalidArgument {
+            arg: "--input",
+            reason: format!(
+                "{}: none of its {} molecules is made only of elements the model knows",
+                args.input.display(),
+                input.molecules.len()
+            ),
+        });
+    }
     let schedule = NoiseSchedule::cosine(trained.settings.diffusion_steps)?;
     tch::manual_seed(0);
     let started = Instant::now();
-    let mut out: Vec<Frame> = Vec::new();
     let (mut fire_steps, mut unconverged) = (Vec::new(), 0);
-    for chunk in frames.frames().chunks(32) {
-        let molecules: Vec<_> = chunk.iter().map(Frame::molecule).collect();
+    let bar = indicatif::ProgressBar::new(kept.len() as u64);
+    let mut out: Vec<io::Prediction> = Vec::new();
+    for chunk in kept.chunks(32) {
+        let molecules: Vec<_> = chunk
+            .iter()
+            .map(|&k| input.molecules[k].frame.molecule())
+            .collect();
         let batch = MolBatch::from_molecules(&molecules, Kind::Float, Device::Cpu)?;
         let g = Graph::new(&batch, Kind::Float)?;
         let generated = generate(
@@ -470,43 +503,61 @@ pub fn predict(args: &PredictArgs) -> Result<()> {
             .map(|x| Vec::<f64>::try_from(x.to_kind(Kind::Double).reshape([-1])))
             .collect::<std::result::Result<_, _>>()?;
         let mut offset = 0;
-        for frame in chunk {
-            for sample in &samples {
-                let pos = (0..frame.num_atoms())
+        for &k in chunk {
+            let frame = &input.molecules[k].frame;
+            for (s, sample) in samples.iter().enumerate() {
+                let pos: Vec<[f64; 3]> = (0..frame.num_atoms())
                     .map(|a| {
-                        [
-                            sample[3 * (offset + a)],
-                            sample[3 * (offset + a) + 1],
-                            sample[3 * (offset + a) + 2],
-                        ]
+                        let i = 3 * (offset + a);
+                        [sample[i], sample[i + 1], sample[i + 2]]
                     })
                     .collect();
-                out.push(Frame {
-                    level: Some(format!("physcon-{}", trained.arm.name())),
-                    energy: None,
-                    forces: None,
-                    pos,
-                    ..frame.clone()
+                if pos.iter().flatten().any(|x| !x.is_finite()) {
+                    return Err(Error::InvalidArgument {
+                        arg: "--checkpoint",
+                        reason: format!(
+                            "{}: the model gave non-finite positions for molecule `{}` ({}:{})",
+                            args.checkpoint.display(),
+                            excerpt(&frame.mol_id),
+                            args.input.display(),
+                            input.molecules[k].line
+                        ),
+                    });
+                }
+                out.push(io::Prediction {
+                    molecule: k,
+                    sample: s as i64,
+                    pos: io::place_like(&frame.pos, &pos),
                 });
             }
             offset += frame.num_atoms();
         }
+        bar.inc(chunk.len() as u64);
     }
+    bar.finish_and_clear();
     let seconds = started.elapsed().as_secs_f64();
-    write_extxyz(&args.output, &out)?;
-    let molecules = frames.frames().len();
+    io::write_predictions(&args.output, &input, &out, trained.arm.name())?;
     println!(
-        "wrote {} structures ({n_samples} per molecule) to {}; {}: {:.1} ms per molecule",
+        "wrote {} structures ({n_samples} per molecule, {} molecules) to {}; {}: {:.1} ms per molecule",
         out.len(),
+        kept.len(),
         args.output.display(),
         gen.generation().describe(),
-        1e3 * seconds / molecules.max(1) as f64
+        1e3 * seconds / kept.len().max(1) as f64
     );
     if !fire_steps.is_empty() {
         let mean = fire_steps.iter().sum::<usize>() as f64 / fire_steps.len() as f64;
         println!(
-            "FIRE: {} of {molecules} molecules converged, {mean:.0} force evaluations per molecule on average",
-            molecules - unconverged
+            "FIRE: {} of {} molecules converged, {mean:.0} force evaluations per molecule on average",
+            kept.len() - unconverged,
+            kept.len()
+        );
+    }
+    if !skipped.is_empty() {
+        println!(
+            "skipped {} of {} molecules: elements the model does not know (listed above; --strict refuses the file instead)",
+            skipped.len(),
+            input.molecules.len()
         );
     }
     Ok(())
@@ -515,6 +566,7 @@ pub fn predict(args: &PredictArgs) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use physcon::data::read_extxyz;
 
     /// Every override lands on its own setting, and nothing else moves.
     #[test]
@@ -571,7 +623,11 @@ mod tests {
         assert!(report.contains("consistency") && report.contains("MMFF structure"));
         // The ablation trains and reports all four stage-2 arms.
         for arm in Arm::ABLATION {
-            assert!(report.contains(arm.describe()), "{} missing from the report", arm.name());
+            assert!(
+                report.contains(arm.describe()),
+                "{} missing from the report",
+                arm.name()
+            );
             assert!(out.join(format!("seed-0/{}.safetensors", arm.name())).exists());
             assert!(out.join(format!("scatter-{}.svg", arm.name())).exists());
         }
@@ -588,6 +644,8 @@ mod tests {
             preset,
             input: root.join("tests/fixtures/extxyz/valid_small.extxyz"),
             output: output.clone(),
+            force: false,
+            strict: false,
             gen: args.gen.clone(),
         };
         // No --preset: the checkpoint's own settings (quick) build the model.
@@ -597,6 +655,7 @@ mod tests {
         assert_eq!(predicted[0].mol_id, "nci-04846");
         assert_eq!(predicted[0].species, [8, 6, 8, 1, 1]);
         assert_eq!(predicted[0].level.as_deref(), Some("physcon-consistency"));
+        std::fs::remove_file(&output).unwrap();
         predict(&predict_args(Some(Preset::Quick))).unwrap();
         std::fs::remove_file(&output).unwrap();
         // The FIRE reference writes one relaxed structure per molecule by default.

@@ -24,12 +24,14 @@
 //! - [`training`]: the loop, resume, and [`training::train_all`];
 //! - [`checkpoint`]: weights, optimiser state and settings in one file;
 //! - [`log`]: per-step CSV and the progress bar;
-//! - [`eval`] and [`report`]: scores on a split, tables, plots.
+//! - [`eval`] and [`report`]: scores on a split, tables, plots;
+//! - [`io`]: users' molecules (SDF/MOL, extended XYZ) in and out of `predict`.
 
 pub mod checkpoint;
 pub mod cli;
 pub mod data;
 pub mod eval;
+pub mod io;
 pub mod log;
 pub mod model;
 pub mod objective;

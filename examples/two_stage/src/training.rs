@@ -229,8 +229,11 @@ pub fn train_all(
         path: out.to_owned(),
         source,
     })?;
-    let mut log = Log::open(&out.join("metrics.csv"))?;
     let plan = &settings.plan;
+    if resume {
+        crate::log::cut_to_checkpoints(&out.join("metrics.csv"), out, plan.stage1_steps)?;
+    }
+    let mut log = Log::open(&out.join("metrics.csv"))?;
     let stage1 = out.join("stage1.safetensors");
     let mut trainer = Trainer::new(settings.clone(), seed, data)?;
     if resume && stage1.exists() {

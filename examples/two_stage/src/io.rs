@@ -1,0 +1,385 @@
+//! Users' own molecules in and out of `predict`: extended XYZ or SDF/MOL
+//! (gzip too), told by extension or content, checked before the model runs,
+//! and the predictions written in the input's format without replacing a
+//! file the user did not ask to replace.
+//!
+//! Every refusal names what the user typed: the file and line of a molecule,
+//! or the flag.
+
+use std::path::{Path, PathBuf};
+
+use physcon::data::{
+    excerpt, format_extxyz, parse_extxyz, parse_sdf, read_text, symbol, write_text, Frame, SdfRecord,
+};
+use physcon::{Error, ParseError, Result};
+
+use crate::cli::{GenArgs, GenerationName};
+
+/// The most structures per molecule `--samples` may ask for: they are held in
+/// memory until the output is written whole.
+pub const MAX_SAMPLES: i64 = 1000;
+
+/// The largest |coordinate| (Å) taken from a file. The model computes in f32,
+/// where squared distances of larger values lose all precision (and 1e39 is
+/// already infinite); SDF's columns end at 1e5.
+pub const MAX_COORDINATE: f64 = 1e4;
+
+/// A structure file's format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    /// Extended XYZ (ASE's layout).
+    Extxyz,
+    /// SDF or MOL, V2000 or V3000.
+    Sdf,
+}
+
+impl Format {
+    /// The format a file name announces (`.gz` looked through), if any.
+    pub fn of_name(path: &Path) -> Option<Self> {
+        let name = path.file_name()?.to_string_lossy().to_ascii_lowercase();
+        let name = name.strip_suffix(".gz").unwrap_or(&name);
+        let ext = Path::new(name).extension()?.to_str()?;
+        match ext {
+            "sdf" | "sd" | "mol" => Some(Format::Sdf),
+            "xyz" | "extxyz" => Some(Format::Extxyz),
+            _ => None,
+        }
+    }
+
+    /// The format of `text` read from `path`: its name if that tells, else its
+    /// first non-blank line (an atom count starts extended XYZ).
+    pub fn of_file(path: &Path, text: &str) -> Self {
+        Self::of_name(path).unwrap_or_else(|| {
+            let first = text.lines().find(|l| !l.trim().is_empty()).unwrap_or("");
+            if first.trim().parse::<usize>().is_ok() {
+                Format::Extxyz
+            } else {
+                Format::Sdf
+            }
+        })
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Format::Extxyz => "extended XYZ",
+            Format::Sdf => "SDF",
+        }
+    }
+}
+
+/// One molecule of the input and where it stands in its file.
+#[derive(Debug, Clone)]
+pub struct InputMolecule {
+    pub frame: Frame,
+    /// 1-based line of its first line (atom count or title).
+    pub line: usize,
+    /// 1-based line of each atom.
+    pub atom_lines: Vec<usize>,
+    /// Its SDF record, written back with the predicted positions.
+    pub record: Option<SdfRecord>,
+}
+
+/// The molecules of a user's file, checked to be predictable.
+#[derive(Debug, Clone)]
+pub struct Input {
+    pub path: PathBuf,
+    pub format: Format,
+    pub molecules: Vec<InputMolecule>,
+}
+
+impl Input {
+    /// Reads and checks `path`.
+    ///
+    /// # Errors
+    /// [`Error::Io`] for a file that cannot be read; [`Error::Parse`] naming the
+    /// file and line for malformed content, no molecules at all, a molecule
+    /// without atoms, or a coordinate out of range ([`MAX_COORDINATE`]).
+    pub fn read(path: &Path) -> Result<Self> {
+        let text = read_text(path)?;
+        let format = Format::of_file(path, &text);
+        let molecules: Vec<InputMolecule> = match format {
+            Format::Sdf => parse_sdf(&text, path)?
+                .into_iter()
+                .map(|r| InputMolecule {
+                    frame: r.frame.clone(),
+                    line: r.line,
+                    atom_lines: r.atom_lines.clone(),
+                    record: Some(r),
+                })
+                .collect(),
+            Format::Extxyz => {
+                let mut line = 1;
+                parse_extxyz(&text, path)?
+                    .into_iter()
+                    .map(|frame| {
+                        let m = InputMolecule {
+                            line,
+                            atom_lines: (0..frame.num_atoms()).map(|a| line + 2 + a).collect(),
+                            frame,
+                            record: None,
+                        };
+                        line += m.frame.num_atoms() + 2;
+                        m
+                    })
+                    .collect()
+            }
+        };
+        let fail = |line: usize, kind: ParseError| Error::Parse {
+            path: path.to_owned(),
+            line,
+            kind,
+        };
+        if molecules.is_empty() {
+            return Err(fail(
+                1,
+                ParseError::Content(format!(
+                    "no molecules ({}): nothing to predict",
+                    if text.is_empty() {
+                        "the file is empty".to_owned()
+                    } else if text.trim().is_empty() {
+                        "the file holds only blank lines".to_owned()
+                    } else {
+                        format!("read as {}", format.name())
+                    }
+                )),
+            ));
+        }
+        for m in &molecules {
+            let id = excerpt(&m.frame.mol_id);
+            if m.frame.species.is_empty() {
+                return Err(fail(
+                    m.line,
+                    ParseError::Record(format!("molecule `{id}` has no atoms")),
+                ));
+            }
+            for (a, p) in m.frame.pos.iter().enumerate() {
+                if let Some(x) = p.iter().find(|x| x.abs() > MAX_COORDINATE) {
+                    return Err(fail(
+                        m.atom_lines[a],
+                        ParseError::Record(format!(
+                            "molecule `{id}`: coordinate {x:e} Å is out of range (|x| ≤ {MAX_COORDINATE:e} Å; the model computes in f32)"
+                        )),
+                    ));
+                }
+            }
+        }
+        Ok(Self {
+            path: path.to_owned(),
+            format,
+            molecules,
+        })
+    }
+
+    /// Splits the molecules into those made only of `known` elements (their
+    /// indices) and one line for each of the others, naming file, line,
+    /// molecule and element.
+    pub fn known(&self, known: &[i64]) -> (Vec<usize>, Vec<String>) {
+        let mut kept = Vec::new();
+        let mut skipped = Vec::new();
+        let names: Vec<&str> = known.iter().filter_map(|&z| symbol(z)).collect();
+        for (k, m) in self.molecules.iter().enumerate() {
+            match m.frame.species.iter().position(|z| !known.contains(z)) {
+                None => kept.push(k),
+                Some(a) => skipped.push(format!(
+                    "{}:{}: molecule `{}`: element {} (atom {}) is not one the model knows ({})",
+                    self.path.display(),
+                    m.atom_lines[a],
+                    excerpt(&m.frame.mol_id),
+                    symbol(m.frame.species[a]).unwrap_or("?"),
+                    a + 1,
+                    names.join(", ")
+                )),
+            }
+        }
+        (kept, skipped)
+    }
+}
+
+fn flag(arg: &'static str, reason: String) -> Error {
+    Error::InvalidArgument { arg, reason }
+}
+
+/// Refuses generation settings the schedule (or FIRE) cannot run, naming the flag and its range.
+///
+/// # Errors
+/// [`Error::InvalidArgument`] naming `--samples`, `--start`, `--ddim-steps`, `--fmax`
+/// or `--max-steps`.
+pub fn check_generation(gen: &GenArgs, diffusion_steps: i64) -> Result<()> {
+    check_samples(gen.samples())?;
+    let (top, what) = match gen.generation {
+        GenerationName::Refine | GenerationName::Relax => {
+            if !(1..=diffusion_steps).contains(&gen.start) {
+                return Err(flag(
+                    "--start",
+                    format!(
+                        "must lie in 1..={diffusion_steps} (the checkpoint's diffusion steps), got {}",
+                        gen.start
+                    ),
+                ));
+            }
+            (gen.start, "--start")
+        }
+        GenerationName::Noise => (diffusion_steps, "the checkpoint's diffusion steps"),
+        GenerationName::Fire => {
+            if !(gen.fmax.is_finite() && gen.fmax > 0.0) {
+                return Err(flag(
+                    "--fmax",
+                    format!("must be positive (eV/Å), got {}", gen.fmax),
+                ));
+            }
+            if gen.max_steps == 0 {
+                return Err(flag("--max-steps", "must be at least 1".into()));
+            }
+            return Ok(());
+        }
+    };
+    if !(1..=top).contains(&gen.ddim_steps) {
+        return Err(flag(
+            "--ddim-steps",
+            format!("must lie in 1..={top} ({what}), got {}", gen.ddim_steps),
+        ));
+    }
+    Ok(())
+}
+
+/// Refuses a `--samples` outside 1..=[`MAX_SAMPLES`].
+///
+/// # Errors
+/// [`Error::InvalidArgument`] (`--samples`).
+pub fn check_samples(samples: i64) -> Result<()> {
+    if (1..=MAX_SAMPLES).contains(&samples) {
+        Ok(())
+    } else {
+        Err(flag(
+            "--samples",
+            format!("must lie in 1..={MAX_SAMPLES}, got {samples}"),
+        ))
+    }
+}
+
+/// Refuses an `--output` that would replace the input or an existing file
+/// (unless `force`), that names a folder, that lies in a folder that does
+/// not exist, or whose extension names another format than the input's.
+///
+/// # Errors
+/// [`Error::InvalidArgument`] (`--output`).
+pub fn check_output(input: &Path, output: &Path, force: bool) -> Result<()> {
+    let shown = output.display();
+    if output.is_dir() {
+        return Err(flag("--output", format!("`{shown}` is a folder; name a file")));
+    }
+    let folder = match output.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    if !folder.is_dir() {
+        return Err(flag(
+            "--output",
+            format!("the folder `{}` of `{shown}` does not exist", folder.display()),
+        ));
+    }
+    if output.exists() && !force {
+        let same = matches!(
+            (input.canonicalize(), output.canonicalize()),
+            (Ok(a), Ok(b)) if a == b
+        );
+        return Err(flag(
+            "--output",
+            if same {
+                format!("`{shown}` is the --input file: the predictions would replace your molecules; choose another --output (or pass --force)")
+            } else {
+                format!("`{shown}` exists; pass --force to replace it, or choose another --output")
+            },
+        ));
+    }
+    Ok(())
+}
+
+/// Refuses an `--output` whose name announces another format than the input's.
+///
+/// # Errors
+/// [`Error::InvalidArgument`] (`--output`).
+pub fn check_output_format(output: &Path, input: &Input) -> Result<()> {
+    match Format::of_name(output) {
+        Some(f) if f != input.format => Err(flag(
+            "--output",
+            format!(
+                "`{}` names {}, but `{}` is {}: predictions are written in the input's format",
+                output.display(),
+                f.name(),
+                input.path.display(),
+                input.format.name()
+            ),
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// `sample` moved rigidly so its centroid is the centroid of `input`: the
+/// model generates centred structures, the user's placement is kept.
+pub fn place_like(input: &[[f64; 3]], sample: &[[f64; 3]]) -> Vec<[f64; 3]> {
+    let centroid = |x: &[[f64; 3]]| {
+        let n = x.len().max(1) as f64;
+        let mut c = [0.0; 3];
+        for p in x {
+            for d in 0..3 {
+                c[d] += p[d] / n;
+            }
+        }
+        c
+    };
+    let (a, b) = (centroid(input), centroid(sample));
+    sample
+        .iter()
+        .map(|p| [p[0] - b[0] + a[0], p[1] - b[1] + a[1], p[2] - b[2] + a[2]])
+        .collect()
+}
+
+/// One predicted structure: the input molecule's index, the sample's index and its positions.
+pub struct Prediction {
+    pub molecule: usize,
+    pub sample: i64,
+    pub pos: Vec<[f64; 3]>,
+}
+
+/// Writes predictions in the input's format (SDF keeps each record's text
+/// and adds the data items `physcon_sample` and `physcon_model`), atomically,
+/// gzip when `path` ends in `.gz`.
+///
+/// # Errors
+/// The writers' errors; [`Error::Io`] naming `path`.
+pub fn write_predictions(path: &Path, input: &Input, predictions: &[Prediction], model: &str) -> Result<()> {
+    let text = match input.format {
+        Format::Extxyz => {
+            let frames: Vec<Frame> = predictions
+                .iter()
+                .map(|p| Frame {
+                    level: Some(format!("physcon-{model}")),
+                    energy: None,
+                    forces: None,
+                    pos: p.pos.clone(),
+                    ..input.molecules[p.molecule].frame.clone()
+                })
+                .collect();
+            format_extxyz(&frames)?
+        }
+        Format::Sdf => {
+            let mut text = String::new();
+            for p in predictions {
+                let record = input.molecules[p.molecule]
+                    .record
+                    .as_ref()
+                    .ok_or_else(|| flag("--input", "an SDF molecule without its record".into()))?;
+                text.push_str(
+                    &record
+                        .with_positions(&p.pos)?
+                        .with_property("physcon_sample", &p.sample.to_string())
+                        .with_property("physcon_model", model)
+                        .to_text(),
+                );
+            }
+            text
+        }
+    };
+    write_text(path, &text)
+}

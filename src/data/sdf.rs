@@ -1,0 +1,523 @@
+//! SDF and MOL files (V2000 and V3000 connection tables), gzip read transparently.
+//!
+//! Most users hold their molecules as SDF (RDKit, Open Babel, PubChem), which
+//! carries the bond orders a model needs. A record is read into a [`Frame`]
+//! (title line as `mol_id`, elements, positions in Å, bonds with aromatic = 4)
+//! and keeps its own text, so [`SdfRecord::with_positions`] writes new
+//! coordinates into the user's record and leaves everything else (charges,
+//! stereo flags, `M` lines, data items) as it was.
+
+use std::path::Path;
+
+use crate::data::elements::atomic_number;
+use crate::data::excerpt;
+use crate::data::extxyz::{read_text, write_text, Frame};
+use crate::error::{Error, ParseError, Result};
+
+/// One record of an SDF or MOL file.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SdfRecord {
+    /// The structure: `mol_id` is the title line (or `record <k>` when blank).
+    pub frame: Frame,
+    /// 1-based line of the record's title line in its file.
+    pub line: usize,
+    /// 1-based line of each atom, in atom order.
+    pub atom_lines: Vec<usize>,
+    /// Data items `(name, value)` after `M  END`, in file order (multi-line values joined by `\n`).
+    pub properties: Vec<(String, String)>,
+    /// The connection table's lines, title to `M  END` inclusive.
+    molblock: Vec<String>,
+    /// The data-item lines after `M  END`.
+    data: Vec<String>,
+    /// Index into `molblock` of each atom's (first) line.
+    atom_at: Vec<usize>,
+    v3000: bool,
+}
+
+impl SdfRecord {
+    /// Whether the record is a V3000 connection table.
+    pub fn is_v3000(&self) -> bool {
+        self.v3000
+    }
+
+    /// The record with its atoms moved to `pos` (Å, in atom order); nothing
+    /// else in its text changes.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] (`pos`) for another number of atoms, or a
+    /// coordinate that is not finite or does not fit the format's columns
+    /// (|x| < 10⁵ Å).
+    pub fn with_positions(&self, pos: &[[f64; 3]]) -> Result<Self> {
+        let bad = |reason: String| Error::InvalidArgument {
+            arg: "pos",
+            reason: format!("record `{}`: {reason}", excerpt(&self.frame.mol_id)),
+        };
+        if pos.len() != self.atom_at.len() {
+            return Err(bad(format!(
+                "{} positions for {} atoms",
+                pos.len(),
+                self.atom_at.len()
+            )));
+        }
+        if let Some(x) = pos.iter().flatten().find(|x| !x.is_finite() || x.abs() >= 1e5) {
+            return Err(bad(format!(
+                "coordinate {x} does not fit an SDF coordinate column"
+            )));
+        }
+        let mut out = self.clone();
+        for (&at, p) in self.atom_at.iter().zip(pos) {
+            let line = &self.molblock[at];
+            out.molblock[at] = if self.v3000 {
+                // `M  V30 index type x y z rest`: the tokens after z are kept.
+                let tokens: Vec<&str> = line.split_whitespace().collect();
+                let mut fields: Vec<String> = tokens[..4].iter().map(|t| t.to_string()).collect();
+                fields.extend(p.iter().map(|x| format!("{x:.6}")));
+                fields.extend(tokens[7..].iter().map(|t| t.to_string()));
+                format!("M  V30 {}", fields[2..].join(" "))
+            } else {
+                // Atom lines were checked to be ASCII and at least 30 columns wide.
+                format!("{:10.4}{:10.4}{:10.4}{}", p[0], p[1], p[2], &line[30..])
+            };
+        }
+        out.frame.pos = pos.to_vec();
+        Ok(out)
+    }
+
+    /// The record with a data item `> <name>` appended (after the input's own).
+    pub fn with_property(&self, name: &str, value: &str) -> Self {
+        let mut out = self.clone();
+        // A file may end its last value without the blank line that closes it.
+        if out.data.last().is_some_and(|l| !l.trim().is_empty()) {
+            out.data.push(String::new());
+        }
+        out.data.push(format!(">  <{name}>"));
+        out.data.extend(value.lines().map(str::to_owned));
+        out.data.push(String::new());
+        out.properties.push((name.to_owned(), value.to_owned()));
+        out
+    }
+
+    /// The record as SDF text, ending with its `$$$$` line.
+    pub fn to_text(&self) -> String {
+        let mut text = String::new();
+        for line in self.molblock.iter().chain(&self.data) {
+            text.push_str(line);
+            text.push('\n');
+        }
+        text.push_str("$$$$\n");
+        text
+    }
+}
+
+/// Reads every record of an SDF or MOL file, gzip-compressed or not.
+///
+/// All or nothing: a malformed record gives an error with the file and line.
+///
+/// # Errors
+/// Those of [`read_text`]; [`Error::Parse`] for a malformed record.
+pub fn read_sdf(path: impl AsRef<Path>) -> Result<Vec<SdfRecord>> {
+    let path = path.as_ref();
+    parse_sdf(&read_text(path)?, path)
+}
+
+/// Records as SDF text, each ending with `$$$$`.
+pub fn format_sdf(records: &[SdfRecord]) -> String {
+    records.iter().map(SdfRecord::to_text).collect()
+}
+
+/// Writes records to `path` atomically (gzip when it ends in `.gz`).
+///
+/// # Errors
+/// [`Error::Io`] for the file system.
+pub fn write_sdf(path: impl AsRef<Path>, records: &[SdfRecord]) -> Result<()> {
+    write_text(path.as_ref(), &format_sdf(records))
+}
+
+/// Parses SDF or MOL text; `path` only names the source in errors.
+///
+/// # Errors
+/// [`Error::Parse`] with the 1-based line of the first fault.
+pub fn parse_sdf(text: &str, path: &Path) -> Result<Vec<SdfRecord>> {
+    let lines: Vec<&str> = text.lines().collect();
+    let mut records = Vec::new();
+    let mut start = 0;
+    while start < lines.len() {
+        let end = lines[start..]
+            .iter()
+            .position(|l| l.trim_end() == "$$$$")
+            .map_or(lines.len(), |k| start + k);
+        // Only blank lines after the last `$$$$` are no record.
+        if end == lines.len() && lines[start..].iter().all(|l| l.trim().is_empty()) {
+            break;
+        }
+        let record =
+            parse_record(&lines[start..end], start + 1, records.len() + 1).map_err(|(line, kind)| {
+                Error::Parse {
+                    path: path.to_owned(),
+                    line,
+                    kind,
+                }
+            })?;
+        records.push(record);
+        start = end + 1;
+    }
+    Ok(records)
+}
+
+type LineResult<T> = std::result::Result<T, (usize, ParseError)>;
+
+fn record_error(line: usize, what: String) -> (usize, ParseError) {
+    (line, ParseError::Record(what))
+}
+
+/// Columns `a..b` of a fixed-column line, blank where the line is shorter.
+fn columns(line: &str, a: usize, b: usize) -> &str {
+    line.get(a.min(line.len())..b.min(line.len()))
+        .unwrap_or("")
+        .trim()
+}
+
+fn coordinate(text: &str, line: usize) -> LineResult<f64> {
+    let value: f64 = text.parse().map_err(|_| {
+        (
+            line,
+            ParseError::Number {
+                field: "coordinate".into(),
+                value: excerpt(text),
+            },
+        )
+    })?;
+    if value.is_finite() {
+        Ok(value)
+    } else {
+        Err((line, ParseError::NonFinite("coordinate".into())))
+    }
+}
+
+fn element(symbol: &str, line: usize) -> LineResult<i64> {
+    atomic_number(symbol).ok_or_else(|| (line, ParseError::UnknownElement(excerpt(symbol))))
+}
+
+/// A bond type of the file as an order 1, 2, 3 or 4 (aromatic).
+fn bond_order(text: &str, line: usize) -> LineResult<u8> {
+    match text {
+        "1" => Ok(1),
+        "2" => Ok(2),
+        "3" => Ok(3),
+        "4" => Ok(4),
+        other => Err(record_error(
+            line,
+            format!(
+                "bond type `{}` has no bond order (1, 2, 3 or aromatic 4) the model can use",
+                excerpt(other)
+            ),
+        )),
+    }
+}
+
+/// A record's lines (without `$$$$`); `first` is the 1-based line of its title.
+fn parse_record(lines: &[&str], first: usize, ordinal: usize) -> LineResult<SdfRecord> {
+    let at = |k: usize| first + k;
+    let end = lines
+        .iter()
+        .position(|l| l.trim_end() == "M  END")
+        .ok_or_else(|| {
+            record_error(
+                at(lines.len().saturating_sub(1)),
+                "the record has no `M  END` line (not an SDF/MOL connection table?)".into(),
+            )
+        })?;
+    if end < 4 {
+        return Err(record_error(
+            at(end),
+            "`M  END` before the counts line: a record needs a title, program and comment line first".into(),
+        ));
+    }
+    let molblock = &lines[..=end];
+    let counts = molblock[3];
+    let v3000 = columns(counts, 33, 39) == "V3000" || counts.trim_end().ends_with("V3000");
+    let title = molblock[0].trim();
+    let mol_id = if title.is_empty() {
+        format!("record {ordinal}")
+    } else {
+        title.to_owned()
+    };
+    let table = if v3000 {
+        v3000_table(molblock, first)?
+    } else {
+        v2000_table(molblock, first)?
+    };
+    let data = &lines[end + 1..];
+    let properties = data_items(data, at(end + 1))?;
+    Ok(SdfRecord {
+        frame: Frame {
+            mol_id,
+            smiles: None,
+            level: None,
+            energy: None,
+            species: table.species,
+            pos: table.pos,
+            forces: None,
+            bonds: table.bonds,
+        },
+        line: first,
+        atom_lines: table.atom_at.iter().map(|&k| at(k)).collect(),
+        properties,
+        molblock: molblock.iter().map(|l| l.to_string()).collect(),
+        data: data.iter().map(|l| l.to_string()).collect(),
+        atom_at: table.atom_at,
+        v3000,
+    })
+}
+
+struct Table {
+    species: Vec<i64>,
+    pos: Vec<[f64; 3]>,
+    bonds: Vec<(usize, usize, u8)>,
+    atom_at: Vec<usize>,
+}
+
+impl Table {
+    /// Adds a bond between atoms `i` and `j` (0-based), refusing self and repeated bonds.
+    fn bond(&mut self, i: usize, j: usize, order: u8, line: usize) -> LineResult<()> {
+        if i == j {
+            return Err(record_error(line, format!("atom {} is bonded to itself", i + 1)));
+        }
+        let (a, b) = (i.min(j), i.max(j));
+        if self.bonds.iter().any(|&(p, q, _)| (p.min(q), p.max(q)) == (a, b)) {
+            return Err(record_error(
+                line,
+                format!("atoms {} and {} are bonded twice", a + 1, b + 1),
+            ));
+        }
+        self.bonds.push((i, j, order));
+        Ok(())
+    }
+}
+
+fn v2000_table(molblock: &[&str], first: usize) -> LineResult<Table> {
+    let at = |k: usize| first + k;
+    let counts = molblock[3];
+    let count = |a: usize, what: &str| -> LineResult<usize> {
+        columns(counts, a, a + 3).parse().map_err(|_| {
+            record_error(
+                at(3),
+                format!(
+                    "counts line `{}`: no {what} count in columns {}-{}",
+                    excerpt(counts),
+                    a + 1,
+                    a + 3
+                ),
+            )
+        })
+    };
+    let (atoms, bonds) = (count(0, "atom")?, count(3, "bond")?);
+    // Lines 4.. up to `M  END` (the last line of the block) hold the atoms, then the bonds.
+    let available = molblock.len() - 5;
+    if available < atoms + bonds {
+        return Err(record_error(
+            at(3),
+            format!(
+                "the counts line declares {atoms} atoms and {bonds} bonds, but only {available} lines come before `M  END`"
+            ),
+        ));
+    }
+    let mut table = Table {
+        species: Vec::with_capacity(atoms),
+        pos: Vec::with_capacity(atoms),
+        bonds: Vec::with_capacity(bonds),
+        atom_at: Vec::with_capacity(atoms),
+    };
+    for (k, &line) in molblock.iter().enumerate().skip(4).take(atoms) {
+        if !line.is_ascii() || line.len() < 31 {
+            return Err(record_error(
+                at(k),
+                format!(
+                    "atom line `{}` is not `x y z symbol` in V2000 columns (ASCII, at least 31 wide)",
+                    excerpt(line)
+                ),
+            ));
+        }
+        let x = coordinate(columns(line, 0, 10), at(k))?;
+        let y = coordinate(columns(line, 10, 20), at(k))?;
+        let z = coordinate(columns(line, 20, 30), at(k))?;
+        table.species.push(element(columns(line, 31, 34), at(k))?);
+        table.pos.push([x, y, z]);
+        table.atom_at.push(k);
+    }
+    for (k, &line) in molblock.iter().enumerate().skip(4 + atoms).take(bonds) {
+        let index = |a: usize| -> LineResult<usize> {
+            let text = columns(line, a, a + 3);
+            text.parse::<usize>()
+                .ok()
+                .filter(|i| (1..=atoms).contains(i))
+                .map(|i| i - 1)
+                .ok_or_else(|| {
+                    record_error(
+                        at(k),
+                        format!(
+                            "bond atom `{}` is not an atom number in 1..={atoms}",
+                            excerpt(text)
+                        ),
+                    )
+                })
+        };
+        let (i, j) = (index(0)?, index(3)?);
+        let order = bond_order(columns(line, 6, 9), at(k))?;
+        table.bond(i, j, order, at(k))?;
+    }
+    Ok(table)
+}
+
+/// The `M  V30` lines of a block with continuation lines (ending in `-`)
+/// joined: `(index of the first line, text after "M  V30 ")`.
+fn v30_lines(molblock: &[&str], first: usize) -> LineResult<Vec<(usize, String)>> {
+    let mut out: Vec<(usize, String)> = Vec::new();
+    let mut continued = false;
+    for (k, line) in molblock.iter().enumerate() {
+        let Some(body) = line.strip_prefix("M  V30 ") else {
+            if continued {
+                return Err(record_error(
+                    first + k,
+                    "a V3000 line ends in `-` but no `M  V30` line continues it".into(),
+                ));
+            }
+            continue;
+        };
+        let (body, more) = match body.trim_end().strip_suffix('-') {
+            Some(b) => (b, true),
+            None => (body.trim_end(), false),
+        };
+        match (continued, out.last_mut()) {
+            (true, Some(last)) => last.1.push_str(body),
+            _ => out.push((k, body.to_owned())),
+        }
+        continued = more;
+    }
+    Ok(out)
+}
+
+fn v3000_table(molblock: &[&str], first: usize) -> LineResult<Table> {
+    let at = |k: usize| first + k;
+    let v30 = v30_lines(molblock, first)?;
+    let mut table = Table {
+        species: Vec::new(),
+        pos: Vec::new(),
+        bonds: Vec::new(),
+        atom_at: Vec::new(),
+    };
+    let mut declared: Option<(usize, usize, usize)> = None;
+    let mut ids: Vec<(String, usize)> = Vec::new();
+    let mut block = "";
+    let mut bond_count = 0;
+    for (k, body) in &v30 {
+        let tokens: Vec<&str> = body.split_whitespace().collect();
+        match tokens.as_slice() {
+            ["BEGIN", name, ..] => {
+                block = if *name == "ATOM" || *name == "BOND" {
+                    name
+                } else {
+                    ""
+                }
+            }
+            ["END", ..] => block = "",
+            ["COUNTS", atoms, bonds, ..] => {
+                let n = |t: &str| {
+                    t.parse::<usize>()
+                        .map_err(|_| record_error(at(*k), format!("COUNTS `{}` is not a count", excerpt(t))))
+                };
+                declared = Some((n(atoms)?, n(bonds)?, *k));
+            }
+            _ if block == "ATOM" => {
+                if !molblock[*k].is_ascii() || molblock[*k].split_whitespace().count() < 8 {
+                    return Err(record_error(
+                        at(*k),
+                        format!(
+                            "atom line `{}` is not `M  V30 index type x y z map ...` on one line",
+                            excerpt(molblock[*k])
+                        ),
+                    ));
+                }
+                let x = coordinate(tokens[2], at(*k))?;
+                let y = coordinate(tokens[3], at(*k))?;
+                let z = coordinate(tokens[4], at(*k))?;
+                table.species.push(element(tokens[1], at(*k))?);
+                table.pos.push([x, y, z]);
+                table.atom_at.push(*k);
+                ids.push((tokens[0].to_owned(), ids.len()));
+            }
+            _ if block == "BOND" => {
+                if tokens.len() < 4 {
+                    return Err(record_error(
+                        at(*k),
+                        format!("bond line `{}` is not `index type atom1 atom2`", excerpt(body)),
+                    ));
+                }
+                let index = |t: &str| {
+                    ids.iter()
+                        .find(|(id, _)| id == t)
+                        .map(|&(_, i)| i)
+                        .ok_or_else(|| {
+                            record_error(
+                                at(*k),
+                                format!("bond atom `{}` is no atom of this record", excerpt(t)),
+                            )
+                        })
+                };
+                let (i, j) = (index(tokens[2])?, index(tokens[3])?);
+                let order = bond_order(tokens[1], at(*k))?;
+                table.bond(i, j, order, at(*k))?;
+                bond_count += 1;
+            }
+            _ => {}
+        }
+    }
+    match declared {
+        None => Err(record_error(
+            at(3),
+            "a V3000 record without an `M  V30 COUNTS` line".into(),
+        )),
+        Some((atoms, bonds, k)) if atoms != table.species.len() || bonds != bond_count => Err(record_error(
+            at(k),
+            format!(
+                "COUNTS declares {atoms} atoms and {bonds} bonds, the record has {} and {bond_count}",
+                table.species.len()
+            ),
+        )),
+        Some(_) => Ok(table),
+    }
+}
+
+/// Data items: a `>` line naming `<name>`, then value lines up to a blank line.
+fn data_items(lines: &[&str], first: usize) -> LineResult<Vec<(String, String)>> {
+    let mut items = Vec::new();
+    let mut k = 0;
+    while k < lines.len() {
+        let line = lines[k];
+        if line.trim().is_empty() {
+            k += 1;
+            continue;
+        }
+        if !line.starts_with('>') {
+            return Err(record_error(
+                first + k,
+                format!(
+                    "`{}` after `M  END` is not a data item (`> <name>`)",
+                    excerpt(line)
+                ),
+            ));
+        }
+        let name = line
+            .split_once('<')
+            .and_then(|(_, rest)| rest.split_once('>'))
+            .map_or("", |(name, _)| name);
+        let mut value: Vec<&str> = Vec::new();
+        k += 1;
+        while k < lines.len() && !lines[k].trim().is_empty() {
+            value.push(lines[k]);
+            k += 1;
+        }
+        items.push((name.to_owned(), value.join("\n")));
+    }
+    Ok(items)
+}

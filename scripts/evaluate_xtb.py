@@ -23,6 +23,7 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import ase.io  # noqa: E402
 import numpy as np  # noqa: E402
+from ase.calculators.calculator import CalculationFailed  # noqa: E402
 from tblite.ase import TBLite  # noqa: E402
 
 
@@ -46,18 +47,24 @@ def bond_lengths(x, bonds):
 
 
 def xtb_energy(atoms):
+    """GFN2-xTB energy (eV), or NaN where the SCF does not converge (a broken structure)."""
     atoms = atoms.copy()
     atoms.calc = TBLite(method="GFN2-xTB", verbosity=0)
-    return atoms.get_potential_energy()
+    try:
+        return atoms.get_potential_energy()
+    except CalculationFailed:
+        return float("nan")
 
 
 def summarise(name, rows):
     r = np.array([x[0] for x in rows])
     b = np.array([x[1] for x in rows])
     g = np.array([x[2] for x in rows])
+    failed = int(np.isnan(g).sum())
+    note = f", {failed} without a converged xTB SCF left out of EGap" if failed else ""
     print(
         f"{name:<28} RMSD mean {r.mean():.4f} median {np.median(r):.4f} | bond MAE {b.mean():.4f} A"
-        f" | EGap_xtb mean {g.mean():.4f} median {np.median(g):.4f} eV ({len(rows)} molecules)"
+        f" | EGap_xtb mean {np.nanmean(g):.4f} median {np.nanmedian(g):.4f} eV ({len(rows)} molecules{note})"
     )
 
 

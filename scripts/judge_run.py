@@ -8,15 +8,17 @@ judge (Kabsch RMSD, bond-length MAE, EGap_xtb against the GFN2-xTB minimum),
 and prints Markdown tables: mean ± standard deviation over seeds per arm, the
 cheap (MMFF) row, each arm against the control per seed with the mean
 difference against twice its seed-to-seed standard deviation, and the number
-of molecules on which the arm beats MMFF. With `--fire`, each arm's energy
-model also relaxes the MMFF structures with FIRE (the reference row), with
-the wall time per molecule that `predict` printed.
+of molecules on which the arm beats MMFF, and the wall time per molecule that
+`predict` printed. With `--fire`, the control's and the consistency arm's
+energy models also relax the MMFF structures with FIRE (the reference rows;
+`--fire-seeds`, default the first seed).
 
 Usage (the dataset environment of scripts/requirements-dataset.txt, libtorch
 through scripts/with-libtorch.sh, and a built `two_stage` example):
 
     scripts/with-libtorch.sh cargo build --release --example two_stage
     python scripts/judge_run.py --run runs/ablation --split test [--fire]
+    python scripts/judge_run.py --run runs/ablation --frames outside.extxyz.gz
 """
 
 import argparse
@@ -69,22 +71,29 @@ def fmt(values, digits=4):
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--run", required=True, help="a `two_stage train` output folder (seed-*/<arm>.safetensors)")
-    ap.add_argument("--split", choices=["val", "test"], required=True)
+    which = ap.add_mutually_exclusive_group(required=True)
+    which.add_argument("--split", choices=["val", "test"], help="a split of --data")
+    which.add_argument("--frames", help="any file with `mmff` and `xtb-opt` frames per mol_id (e.g. from make_outside_set.py)")
     ap.add_argument("--data", default="data")
     ap.add_argument("--binary", default="target/release/examples/two_stage")
     ap.add_argument("--predict-args", default="", help="extra `predict` arguments (e.g. '--generation refine')")
-    ap.add_argument("--fire", action="store_true", help="add each arm's FIRE relaxation on its energy model")
+    ap.add_argument("--fire", action="store_true", help="add the FIRE relaxation on the control's and consistency's energy models")
+    ap.add_argument("--workdir", default=None, help="keep predictions here and reuse those already written")
+    ap.add_argument("--fire-seeds", default=None, help="seeds for --fire, comma-separated (default: the first seed)")
     args = ap.parse_args()
 
-    split_path = os.path.join(args.data, f"{args.split}.extxyz.gz")
+    split_path = args.frames or os.path.join(args.data, f"{args.split}.extxyz.gz")
+    title = f"{args.split} split" if args.split else os.path.basename(args.frames)
     judge = Judge(split_path)
     seeds = sorted(
         int(d.split("-")[1]) for d in os.listdir(args.run) if re.fullmatch(r"seed-\d+", d)
     )
-    tmp = tempfile.mkdtemp(prefix="judge-")
+    tmp = args.workdir or tempfile.mkdtemp(prefix="judge-")
+    os.makedirs(tmp, exist_ok=True)
     inp = os.path.join(tmp, "mmff.extxyz")
     mmff_frames(split_path, inp)
     cheap = np.array(judge.cheap())
+    fire_seeds = [int(x) for x in args.fire_seeds.split(",")] if args.fire_seeds else seeds[:1]
     # results[(label, seed)] = per-molecule rows [M, 3]; times[(label, seed)] = ms per molecule
     results, times = {}, {}
     for seed in seeds:
@@ -93,24 +102,34 @@ def main():
             if not os.path.exists(ckpt):
                 continue
             runs = [(arm, args.predict_args.split())]
-            if args.fire:
+            if args.fire and seed in fire_seeds and arm in ("control", "consistency"):
                 runs.append((f"{arm}, FIRE on its energy", ["--generation", "fire"]))
             for label, extra in runs:
                 out = os.path.join(tmp, f"{label.replace(' ', '_').replace(',', '')}-{seed}.extxyz")
-                ms, log = predict(args.binary, ckpt, inp, out, extra)
+                if os.path.exists(out) and os.path.exists(out + ".log"):
+                    log = open(out + ".log").read().strip()
+                    found = re.search(r"([0-9.]+) ms per molecule", log)
+                    ms = float(found.group(1)) if found else float("nan")
+                else:
+                    ms, log = predict(args.binary, ckpt, inp, out, extra)
+                    with open(out + ".log", "w") as f:
+                        f.write(log + "\n")
                 print(f"seed {seed} {label}: {log}", file=sys.stderr)
                 results[(label, seed)] = np.array(judge.file(out))
                 times[(label, seed)] = ms
     labels = list(dict.fromkeys(k[0] for k in results))
 
-    print(f"### {args.split} split ({len(cheap)} molecules), seeds {seeds}, judged by GFN2-xTB\n")
+    print(f"### {title} ({len(cheap)} molecules), seeds {seeds}, judged by GFN2-xTB\n")
     print("| structures | " + " | ".join(m for m, _ in METRICS) + " | beats MMFF on EGap_xtb (molecules) | ms per molecule |")
     print("|---" * (len(METRICS) + 3) + "|")
     print("| MMFF (cheap level) | " + " | ".join(f"{cheap[:, k].mean():.4f}" for _, k in METRICS) + " | — | — |")
     for label in labels:
         per_seed = [results[(label, s)] for s in seeds if (label, s) in results]
-        cols = [fmt([r[:, k].mean() for r in per_seed]) for _, k in METRICS]
+        cols = [fmt([np.nanmean(r[:, k]) for r in per_seed]) for _, k in METRICS]
         wins = fmt([float((r[:, 2] < cheap[:, 2]).sum()) for r in per_seed], 1)
+        failed = sum(int(np.isnan(r[:, 2]).sum()) for r in per_seed)
+        if failed:
+            cols[2] += f" ({failed} without a converged xTB SCF left out)"
         ms = fmt([times[(label, s)] for s in seeds if (label, s) in times], 1)
         print(f"| {label} | " + " | ".join(cols) + f" | {wins} | {ms} |")
 

@@ -10,8 +10,9 @@ use physcon::{Error, MolBatch, Result, Temperature};
 use tch::{Device, Kind};
 
 use crate::data::TrainData;
-use crate::eval::{evaluate, generate, Evaluation, Generation};
+use crate::eval::{evaluate, generate, Evaluation, Generation, Structures};
 use crate::model::Graph;
+use crate::npz;
 use crate::report::{report, table, write_plots, SeedResult, SplitScores};
 use crate::settings::{parse_optimality, OptimalityForm, Preset, Settings};
 use crate::training::{load_model, train_all, ArmCheckpoints};
@@ -199,6 +200,9 @@ pub struct EvaluateArgs {
     pub split: SplitName,
     #[command(flatten)]
     pub gen: GenArgs,
+    /// Also write the per-molecule results to this NumPy .npz file (keys in the README).
+    #[arg(long)]
+    pub npz: Option<PathBuf>,
 }
 
 #[derive(clap::Args, Clone)]
@@ -214,6 +218,9 @@ pub struct PredictArgs {
     pub output: PathBuf,
     #[command(flatten)]
     pub gen: GenArgs,
+    /// Also write the structures to this NumPy .npz file (keys in the README).
+    #[arg(long)]
+    pub npz: Option<PathBuf>,
 }
 
 /// Parses the command line and runs it; errors end the process with status 1.
@@ -363,7 +370,10 @@ pub fn evaluate_checkpoint(args: &EvaluateArgs) -> Result<()> {
             gen.samples
         )
     );
-    Ok(())
+    match &args.npz {
+        Some(path) => npz::write_evaluation(path, &e.per_molecule),
+        None => Ok(()),
+    }
 }
 
 /// `predict`: `--samples` generated structures per molecule of `--input`, written to `--output`.
@@ -420,6 +430,9 @@ pub fn predict(args: &PredictArgs) -> Result<()> {
         }
     }
     write_extxyz(&args.output, &out)?;
+    if let Some(path) = &args.npz {
+        npz::write_structures(path, &Structures::from_samples(&out, gen.samples as usize)?)?;
+    }
     println!(
         "wrote {} structures ({} per molecule) to {}",
         out.len(),
@@ -499,6 +512,7 @@ mod tests {
             input: root.join("tests/fixtures/extxyz/valid_small.extxyz"),
             output: output.clone(),
             gen: args.gen.clone(),
+            npz: Some(out.join("predicted.npz")),
         };
         // No --preset: the checkpoint's own settings (quick) build the model.
         predict(&predict_args(None)).unwrap();
@@ -507,6 +521,17 @@ mod tests {
         assert_eq!(predicted[0].mol_id, "nci-04846");
         assert_eq!(predicted[0].species, [8, 6, 8, 1, 1]);
         assert_eq!(predicted[0].level.as_deref(), Some("physcon-consistency"));
+        // The .npz holds the same structures, sample-major.
+        let file = std::fs::File::open(out.join("predicted.npz")).unwrap();
+        let mut arrays = ndarray_npy::NpzReader::new(file).unwrap();
+        let positions: physcon::ndarray::Array3<f64> = arrays.by_name("positions").unwrap();
+        assert_eq!(positions.dim(), (2, 5 + 5 + 9 + 9, 3));
+        assert_eq!(
+            positions.slice(physcon::ndarray::s![1, 5..10, ..]),
+            predicted[3].pos_view()
+        );
+        let ids = npz::read_mol_ids(&mut arrays).unwrap();
+        assert_eq!(ids, ["nci-04846", "nci-04846", "nci-03004", "nci-03004"]);
         predict(&predict_args(Some(Preset::Quick))).unwrap();
         std::fs::remove_file(&output).unwrap();
         // A --preset the checkpoint was not trained with is refused, naming the setting.
@@ -530,6 +555,7 @@ mod tests {
             data: root.join("data"),
             split: SplitName::Val,
             gen: args.gen.clone(),
+            npz: None,
         }));
         assert!(reason.contains("`plan.stage1_steps = 30`"), "{reason}");
         // Another model size alone is named too.

@@ -24,7 +24,8 @@
 //! - [`training`]: the loop, resume, and [`training::train_all`];
 //! - [`checkpoint`]: weights, optimiser state and settings in one file;
 //! - [`log`]: per-step CSV and the progress bar;
-//! - [`eval`] and [`report`]: scores on a split, tables, plots.
+//! - [`eval`] and [`report`]: scores on a split, tables, plots;
+//! - [`npz`]: `predict`'s and `evaluate`'s results as NumPy `.npz` files.
 
 pub mod checkpoint;
 pub mod cli;
@@ -32,6 +33,7 @@ pub mod data;
 pub mod eval;
 pub mod log;
 pub mod model;
+pub mod npz;
 pub mod objective;
 pub mod optim;
 pub mod report;

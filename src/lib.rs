@@ -27,7 +27,7 @@
 //! - dtype and device follow the inputs; nothing moves between devices.
 //! - Every fallible function returns [`Result`]; bad input is an [`Error`]
 //!   naming the argument, never a panic or a silent NaN.
-//! - Host data enters and results leave as [`ndarray`] arrays ([`array`]).
+//! - Host data enters and results leave as [`ndarray`] arrays ([`mod@array`]).
 //!
 //! ## One convention for every loss
 //! Each loss in [`losses`] is built once with validated settings, then called
@@ -94,7 +94,7 @@ pub use reference::AtomicReferences;
 pub use units::Temperature;
 
 /// The `ndarray` physcon takes host arrays from and returns results in (see
-/// [`array`]): the version `tch` converts, so a user's arrays and tch's are one type.
+/// [`mod@array`]): the version `tch` converts, so a user's arrays and tch's are one type.
 pub use ndarray;
 
 /// The `tch` (libtorch bindings) physcon is built on and takes tensors from.

@@ -35,18 +35,19 @@ use py_literal::Value as PyValue;
 
 use crate::eval::{MoleculeResults, Structures};
 
-/// Writes `predict`'s structures to `path`.
+/// Writes `predict`'s structures to `path`, atomically.
 ///
 /// # Errors
-/// As [`write_npz`].
+/// [`Error::InvalidArgument`] for a `mol_id` longer than 256 characters;
+/// [`Error::Io`] for the archive or the file system.
 pub fn write_structures(path: &Path, structures: &Structures) -> Result<()> {
     write_npz(path, structures, |_| Ok(()))
 }
 
-/// Writes `evaluate`'s per-molecule results to `path`.
+/// Writes `evaluate`'s per-molecule results to `path`, atomically.
 ///
 /// # Errors
-/// As [`write_npz`].
+/// As [`write_structures`].
 pub fn write_evaluation(path: &Path, results: &MoleculeResults) -> Result<()> {
     write_npz(path, &results.generated, |npz| {
         npz.add_array("reference_positions", &results.reference)?;
@@ -81,10 +82,6 @@ type Writer = NpzWriter<Cursor<Vec<u8>>>;
 /// Builds the archive in memory (the structures' keys, then what `more` adds),
 /// then writes it with [`write_atomic`]: a crash leaves the old file or the
 /// new one, never a part.
-///
-/// # Errors
-/// [`Error::InvalidArgument`] for a `mol_id` longer than 256 characters;
-/// [`Error::Io`] for the archive or the file system.
 fn write_npz(
     path: &Path,
     s: &Structures,

@@ -121,8 +121,8 @@ impl PerMolecule {
 
     /// The values `[B]` as `f64` on the host (one copy), NaN where unlabelled:
     /// [`PerMolecule::values`] holds zeros there for the reductions, but a table
-    /// of results must tell a missing label from a zero loss (`numpy.nanmean`
-    /// of the array is [`PerMolecule::mean`]).
+    /// of results must tell a missing label from a zero loss (while any
+    /// molecule is labelled, `numpy.nanmean` of the array is [`PerMolecule::mean`]).
     ///
     /// # Errors
     /// Only libtorch's.

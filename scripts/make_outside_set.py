@@ -149,6 +149,8 @@ def main():
             dropped.append((name, str(e)))
             continue
         mol_id = f"out-{name}"
+        # Flat `i j order ...` as in data/ (a 2-D array would be written as ASE's `_JSON`).
+        bonds = np.asarray(bonds, dtype=np.int64).reshape(-1)
         frames.append(bd.make_atoms(mol_id, smiles, "mmff", numbers, bonds, pos, e_mmff, f_mmff))
         frames.append(bd.make_atoms(mol_id, smiles, "xtb-opt", numbers, bonds, opt, e_opt, f_opt))
     bd.write_gz(args.out, bd.extxyz_text(frames))

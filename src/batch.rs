@@ -6,8 +6,10 @@
 //! the validated `batch` vector alone: losses take it to reduce per molecule
 //! first, then over molecules, so a big molecule does not outweigh a small one.
 
+use ndarray::{aview2, ArrayView1, ArrayView2};
 use tch::{Device, Kind, Tensor};
 
+use crate::array;
 use crate::check;
 use crate::error::{Error, Result};
 
@@ -273,6 +275,55 @@ pub struct Molecule {
     pub bonds: Vec<(usize, usize, u8)>,
 }
 
+impl Molecule {
+    /// A molecule from host arrays, checked as [`MolBatch::new`] checks a batch.
+    ///
+    /// Any memory layout (a transposed or strided view too); the values are
+    /// copied once. Bonds start empty: set [`Molecule::bonds`].
+    ///
+    /// # Shapes
+    /// `pos: [n, 3]` (Å), `species: [n]` (atomic numbers 1..=118), n >= 1.
+    ///
+    /// # Errors
+    /// [`Error::Shape`] for an empty `species` or a `pos` that is not `[n, 3]`,
+    /// [`Error::NonFinite`] for `pos`, [`Error::IndexOutOfRange`] for an atomic
+    /// number outside 1..=118.
+    pub fn from_arrays(pos: ArrayView2<'_, f64>, species: ArrayView1<'_, i64>) -> Result<Self> {
+        let n = species.len() as i64;
+        if n == 0 {
+            return Err(Error::Shape {
+                arg: "species",
+                expected: "[n] with n >= 1".into(),
+                got: vec![0],
+            });
+        }
+        check::array_shape("pos", pos.shape(), &[n, 3], "[n, 3]")?;
+        if !pos.iter().all(|x| x.is_finite()) {
+            return Err(Error::NonFinite { arg: "pos" });
+        }
+        if let Some(&index) = species.iter().find(|z| !(1..Z_BOUND).contains(*z)) {
+            return Err(Error::IndexOutOfRange {
+                arg: "species",
+                index,
+                bound: Z_BOUND,
+            });
+        }
+        Ok(Self {
+            species: species.to_vec(),
+            pos: pos.rows().into_iter().map(|r| [r[0], r[1], r[2]]).collect(),
+            bonds: Vec::new(),
+        })
+    }
+
+    /// Positions `[n, 3]` (Å) as a view, without a copy.
+    pub fn pos_view(&self) -> ArrayView2<'_, f64> {
+        aview2(&self.pos)
+    }
+}
+
+/// One past the largest atomic number (118).
+const Z_BOUND: i64 = 119;
+
 /// A validated ragged batch: positions, species, layout and optional bonds.
 #[derive(Debug)]
 pub struct MolBatch {
@@ -299,7 +350,7 @@ impl MolBatch {
         check::int64("species", species)?;
         check::device("species", species, &layout)?;
         check::shape("species", species, &[layout.num_atoms()], "[N]")?;
-        check::values_in("species", species, 1, 119)?;
+        check::values_in("species", species, 1, Z_BOUND)?;
         Ok(Self {
             layout,
             pos: pos.shallow_clone(),
@@ -308,14 +359,41 @@ impl MolBatch {
         })
     }
 
+    /// [`MolBatch::new`] for host arrays: one copy to `device`, positions cast to
+    /// `kind` (a float kind) before they are checked.
+    ///
+    /// Any memory layout (a transposed or strided view too).
+    ///
+    /// # Shapes
+    /// `pos: [N, 3]` (Å), `species: [N]` (atomic numbers 1..=118), `batch: [N]`
+    /// in `0..num_molecules`.
+    ///
+    /// # Errors
+    /// [`Error::Dtype`] for a `kind` that is not floating point; the errors of
+    /// [`MolBatch::new`] (a `pos` that is not finite in `kind` included).
+    pub fn from_arrays(
+        pos: ArrayView2<'_, f64>,
+        species: ArrayView1<'_, i64>,
+        batch: ArrayView1<'_, i64>,
+        num_molecules: i64,
+        kind: Kind,
+        device: Device,
+    ) -> Result<Self> {
+        check::float_kind("kind", kind)?;
+        let pos = array::tensor(&pos)?.f_to_kind(kind)?.f_to_device(device)?;
+        let species = array::tensor(&species)?.f_to_device(device)?;
+        let batch = array::tensor(&batch)?.f_to_device(device)?;
+        Self::new(&pos, &species, &batch, num_molecules)
+    }
+
     /// Stacks host molecules into one batch of `kind` (a float kind) on `device`.
     ///
     /// Bonds are renumbered into batch indices.
     ///
     /// # Errors
-    /// [`Error::InvalidArgument`] for no molecules, a float kind that is not
-    /// floating point, or a molecule whose `pos` and `species` lengths differ;
-    /// the errors of [`MolBatch::new`] and [`MolBatch::with_bonds`].
+    /// [`Error::InvalidArgument`] for no molecules or a molecule whose `pos` and
+    /// `species` lengths differ; the errors of [`MolBatch::from_arrays`] and
+    /// [`MolBatch::with_bonds`].
     pub fn from_molecules(molecules: &[Molecule], kind: Kind, device: Device) -> Result<Self> {
         if molecules.is_empty() {
             return Err(Error::InvalidArgument {
@@ -323,7 +401,6 @@ impl MolBatch {
                 reason: "at least one molecule is needed".into(),
             });
         }
-        check::float_kind("kind", kind)?;
         let (mut pos, mut species, mut batch) = (Vec::new(), Vec::new(), Vec::new());
         let (mut pairs, mut orders) = (Vec::new(), Vec::new());
         for (m, mol) in molecules.iter().enumerate() {
@@ -342,18 +419,18 @@ impl MolBatch {
                 pairs.extend([offset + i as i64, offset + j as i64]);
                 orders.push(i64::from(order));
             }
-            pos.extend(mol.pos.iter().flatten().copied());
+            pos.extend_from_slice(&mol.pos);
             species.extend_from_slice(&mol.species);
             batch.extend(std::iter::repeat_n(m as i64, mol.species.len()));
         }
-        let n = species.len() as i64;
-        let pos = Tensor::from_slice(&pos)
-            .f_reshape([n, 3])?
-            .f_to_kind(kind)?
-            .f_to_device(device)?;
-        let species = Tensor::from_slice(&species).f_to_device(device)?;
-        let batch = Tensor::from_slice(&batch).f_to_device(device)?;
-        let this = Self::new(&pos, &species, &batch, molecules.len() as i64)?;
+        let this = Self::from_arrays(
+            aview2(&pos),
+            ArrayView1::from(&species),
+            ArrayView1::from(&batch),
+            molecules.len() as i64,
+            kind,
+            device,
+        )?;
         let e = orders.len() as i64;
         let index = Tensor::from_slice(&pairs)
             .f_reshape([e, 2])?

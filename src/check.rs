@@ -100,7 +100,15 @@ pub(crate) fn host_scalars(scalars: &[Tensor]) -> Result<Vec<f64>> {
 }
 
 pub(crate) fn shape(arg: &'static str, t: &Tensor, expected: &[i64], words: &str) -> Result<()> {
-    let got = t.size();
+    dims(arg, t.size(), expected, words)
+}
+
+/// A host array's shape, reported as [`shape`] reports a tensor's.
+pub(crate) fn array_shape(arg: &'static str, got: &[usize], expected: &[i64], words: &str) -> Result<()> {
+    dims(arg, got.iter().map(|&d| d as i64).collect(), expected, words)
+}
+
+fn dims(arg: &'static str, got: Vec<i64>, expected: &[i64], words: &str) -> Result<()> {
     if got == expected {
         Ok(())
     } else {

@@ -27,6 +27,7 @@
 //! - dtype and device follow the inputs; nothing moves between devices.
 //! - Every fallible function returns [`Result`]; bad input is an [`Error`]
 //!   naming the argument, never a panic or a silent NaN.
+//! - Host data enters and results leave as [`ndarray`] arrays ([`mod@array`]).
 //!
 //! ## One convention for every loss
 //! Each loss in [`losses`] is built once with validated settings, then called
@@ -75,6 +76,7 @@ mod check;
 mod energy;
 mod error;
 
+pub mod array;
 pub mod data;
 pub mod diffusion;
 pub mod geometry;
@@ -90,6 +92,10 @@ pub use energy::{energy_and_forces, forces, EnergyAndForces, EnergyModel};
 pub use error::{Error, ParseError, Result};
 pub use reference::AtomicReferences;
 pub use units::Temperature;
+
+/// The `ndarray` physcon takes host arrays from and returns results in (see
+/// [`mod@array`]): the version `tch` converts, so a user's arrays and tch's are one type.
+pub use ndarray;
 
 /// The `tch` (libtorch bindings) physcon is built on and takes tensors from.
 ///

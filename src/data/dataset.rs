@@ -1,9 +1,12 @@
 use std::collections::HashMap;
 use std::path::Path;
 
+use ndarray::{aview2, Array1, Array2, ArrayView1, ArrayView2};
 use tch::{Device, Kind, Tensor};
 
+use crate::array;
 use crate::batch::{MolBatch, Molecule};
+use crate::check;
 use crate::data::extxyz::{read_extxyz, Frame};
 use crate::error::{Error, ParseError, Result};
 
@@ -206,34 +209,98 @@ impl LabelledBatch {
     /// Stacks frames into a batch of `kind` (a float kind) on `device`.
     ///
     /// # Errors
-    /// [`Error::InvalidArgument`] for no frames; the errors of [`MolBatch::from_molecules`].
+    /// The errors of [`MolBatch::from_molecules`] and [`LabelledBatch::from_arrays`].
     pub fn from_frames(frames: &[&Frame], kind: Kind, device: Device) -> Result<Self> {
         let molecules: Vec<Molecule> = frames.iter().map(|f| f.molecule()).collect();
         let batch = MolBatch::from_molecules(&molecules, kind, device)?;
-        let energy: Vec<f64> = frames.iter().map(|f| f.energy.unwrap_or(f64::NAN)).collect();
-        let energy_mask: Vec<bool> = frames.iter().map(|f| f.energy.is_some()).collect();
-        let forces: Vec<f64> = frames
+        let energy: Array1<f64> = frames.iter().map(|f| f.energy.unwrap_or(f64::NAN)).collect();
+        let forces: Vec<[f64; 3]> = frames
             .iter()
-            .flat_map(|f| match &f.forces {
-                Some(forces) => forces.iter().flatten().copied().collect::<Vec<_>>(),
-                None => vec![f64::NAN; 3 * f.num_atoms()],
+            .flat_map(|f| {
+                f.forces
+                    .as_deref()
+                    .map_or_else(|| vec![[f64::NAN; 3]; f.num_atoms()], <[_]>::to_vec)
             })
             .collect();
-        let force_mask: Vec<bool> = frames.iter().map(|f| f.forces.is_some()).collect();
-        let to = |t: Tensor| -> Result<Tensor> { Ok(t.f_to_kind(kind)?.f_to_device(device)?) };
         Ok(Self {
-            energy: to(Tensor::from_slice(&energy))?,
-            energy_mask: Tensor::from_slice(&energy_mask).f_to_device(device)?,
-            forces: to(Tensor::from_slice(&forces).f_reshape([-1, 3])?)?,
-            force_mask: Tensor::from_slice(&force_mask).f_to_device(device)?,
             mol_ids: frames.iter().map(|f| f.mol_id.clone()).collect(),
             levels: frames
                 .iter()
                 .map(|f| f.level.clone().unwrap_or_default())
                 .collect(),
+            ..Self::from_arrays(batch, Some(energy.view()), Some(aview2(&forces)))?
+        })
+    }
+
+    /// Labels from host arrays for `batch`, in its dtype and on its device.
+    ///
+    /// NaN marks a missing label: an energy, or every force component of a
+    /// molecule; `None` labels no molecule. `mol_ids` are the molecule indices
+    /// (`"0"`, `"1"`, ...) and `levels` empty: set the fields to name them.
+    ///
+    /// # Shapes
+    /// `energy: [B]` (eV), `forces: [N, 3]` (eV/Å), in the batch's molecule and
+    /// atom order; any memory layout.
+    ///
+    /// # Errors
+    /// [`Error::Shape`] for a label of another shape; [`Error::NonFinite`] for
+    /// an infinite label; [`Error::InvalidArgument`] for a molecule with NaN in
+    /// some of its force components but not all.
+    pub fn from_arrays(
+        batch: MolBatch,
+        energy: Option<ArrayView1<'_, f64>>,
+        forces: Option<ArrayView2<'_, f64>>,
+    ) -> Result<Self> {
+        let (b, n) = (batch.num_molecules(), batch.num_atoms());
+        let energy = energy.map_or_else(|| Array1::from_elem(b as usize, f64::NAN), |e| e.to_owned());
+        check::array_shape("energy", energy.shape(), &[b], "[B]")?;
+        if energy.iter().any(|e| e.is_infinite()) {
+            return Err(Error::NonFinite { arg: "energy" });
+        }
+        let energy_mask: Vec<bool> = energy.iter().map(|e| !e.is_nan()).collect();
+        let forces = forces.map_or_else(|| Array2::from_elem((n as usize, 3), f64::NAN), |f| f.to_owned());
+        check::array_shape("forces", forces.shape(), &[n, 3], "[N, 3]")?;
+        let force_mask = force_mask(&forces, &batch)?;
+        let (kind, device) = (batch.pos().kind(), batch.layout().device());
+        Ok(Self {
+            energy: array::tensor(&energy)?.f_to_kind(kind)?.f_to_device(device)?,
+            energy_mask: Tensor::from_slice(&energy_mask).f_to_device(device)?,
+            forces: array::tensor(&forces)?.f_to_kind(kind)?.f_to_device(device)?,
+            force_mask: Tensor::from_slice(&force_mask).f_to_device(device)?,
+            mol_ids: (0..b).map(|m| m.to_string()).collect(),
+            levels: vec![String::new(); b as usize],
             batch,
         })
     }
+}
+
+/// Which molecules carry force labels: none of their components NaN (all NaN: no labels).
+fn force_mask(forces: &Array2<f64>, batch: &MolBatch) -> Result<Vec<bool>> {
+    if forces.iter().any(|f| f.is_infinite()) {
+        return Err(Error::NonFinite { arg: "forces" });
+    }
+    let layout = batch.layout();
+    let molecule_of = Vec::<i64>::try_from(&layout.batch().f_to_device(Device::Cpu)?)?;
+    let mut nan = vec![0i64; layout.counts_host().len()];
+    for (row, &m) in forces.rows().into_iter().zip(&molecule_of) {
+        nan[m as usize] += row.iter().filter(|f| f.is_nan()).count() as i64;
+    }
+    nan.iter()
+        .zip(layout.counts_host())
+        .enumerate()
+        .map(|(m, (&nan, &atoms))| match nan {
+            0 => Ok(true),
+            _ if nan == 3 * atoms => Ok(false),
+            _ => Err(Error::InvalidArgument {
+                arg: "forces",
+                reason: format!(
+                    "molecule {m} has {nan} NaN force components of {}: NaN marks a molecule \
+                     without force labels, so all of its components or none",
+                    3 * atoms
+                ),
+            }),
+        })
+        .collect()
 }
 
 /// The SplitMix64 finaliser: a bijective mix of 64 bits, for deriving

@@ -15,6 +15,7 @@ use std::path::{Path, PathBuf};
 use flate2::read::MultiGzDecoder;
 use flate2::write::GzEncoder;
 use flate2::Compression;
+use ndarray::{aview2, ArrayView2};
 
 use crate::batch::Molecule;
 use crate::data::elements::{atomic_number, symbol};
@@ -46,6 +47,16 @@ impl Frame {
     /// Number of atoms.
     pub fn num_atoms(&self) -> usize {
         self.species.len()
+    }
+
+    /// Positions `[n, 3]` (Å) as a view, without a copy.
+    pub fn pos_view(&self) -> ArrayView2<'_, f64> {
+        aview2(&self.pos)
+    }
+
+    /// Force labels `[n, 3]` (eV/Å) as a view, without a copy, if given.
+    pub fn forces_view(&self) -> Option<ArrayView2<'_, f64>> {
+        self.forces.as_deref().map(aview2)
     }
 
     /// The structure as a host [`Molecule`] (species, positions, bonds).

@@ -51,6 +51,7 @@ mod score;
 mod supervised;
 mod terms;
 
+use ndarray::Array1;
 use tch::Tensor;
 
 pub use crate::check::Checks;
@@ -60,6 +61,7 @@ pub use score::{score_target, Forces, ScoreConsistency};
 pub use supervised::{EnergyLoss, EnergyMetric, ForceLoss};
 pub use terms::{LossTerms, TermValue};
 
+use crate::array;
 use crate::batch::BatchLayout;
 use crate::check;
 use crate::error::{Error, Result};
@@ -115,6 +117,23 @@ impl PerMolecule {
     /// Which molecules carry the label (`[B]` bool), or `None` when all do.
     pub fn labelled(&self) -> Option<&Tensor> {
         self.labelled.as_ref()
+    }
+
+    /// The values `[B]` as `f64` on the host (one copy), NaN where unlabelled:
+    /// [`PerMolecule::values`] holds zeros there for the reductions, but a table
+    /// of results must tell a missing label from a zero loss (while any
+    /// molecule is labelled, `numpy.nanmean` of the array is [`PerMolecule::mean`]).
+    ///
+    /// # Errors
+    /// Only libtorch's.
+    pub fn to_array(&self) -> Result<Array1<f64>> {
+        match &self.labelled {
+            None => array::host(&self.values),
+            Some(mask) => {
+                let missing = self.values.f_full_like(f64::NAN)?;
+                array::host(&self.values.detach().f_where_self(mask, &missing)?)
+            }
+        }
     }
 
     /// The values `[B]`, dropping the mask.

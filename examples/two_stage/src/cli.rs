@@ -4,15 +4,16 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use clap::{Parser, Subcommand, ValueEnum};
-use physcon::data::{excerpt, write_atomic, Dataset, Splits};
+use physcon::data::{excerpt, write_atomic, Dataset, Frame, Splits};
 use physcon::diffusion::NoiseSchedule;
 use physcon::{Error, MolBatch, Result, Temperature};
 use tch::{Device, Kind};
 
 use crate::data::TrainData;
-use crate::eval::{evaluate, generate, Generation};
+use crate::eval::{evaluate, generate, Generation, Structures};
 use crate::io;
 use crate::model::{Graph, ELEMENTS};
+use crate::npz;
 use crate::objective::Arm;
 use crate::relax::Fire;
 use crate::report::{report, table, write_plots, SeedResult, SplitScores};
@@ -246,6 +247,9 @@ pub struct EvaluateArgs {
     pub split: SplitName,
     #[command(flatten)]
     pub gen: GenArgs,
+    /// Also write the per-molecule results to this NumPy .npz file (keys in the README).
+    #[arg(long)]
+    pub npz: Option<PathBuf>,
 }
 
 #[derive(clap::Args, Clone)]
@@ -270,6 +274,9 @@ pub struct PredictArgs {
     pub strict: bool,
     #[command(flatten)]
     pub gen: GenArgs,
+    /// Also write the structures to this NumPy .npz file (keys in the README).
+    #[arg(long)]
+    pub npz: Option<PathBuf>,
 }
 
 /// Parses the command line and runs it; errors end the process with status 1.
@@ -438,7 +445,10 @@ pub fn evaluate_checkpoint(args: &EvaluateArgs) -> Result<()> {
             gen.samples()
         )
     );
-    Ok(())
+    match &args.npz {
+        Some(path) => npz::write_evaluation(path, &e.per_molecule),
+        None => Ok(()),
+    }
 }
 
 /// `predict`: `--samples` generated structures per molecule of `--input`, written to `--output`
@@ -447,7 +457,16 @@ pub fn predict(args: &PredictArgs) -> Result<()> {
     let gen = &args.gen;
     let n_samples = gen.samples();
     io::check_samples(n_samples)?;
-    io::check_output(&args.input, &args.output, args.force)?;
+    io::check_output("--output", &args.input, &args.output, args.force)?;
+    if let Some(path) = &args.npz {
+        io::check_output("--npz", &args.input, path, args.force)?;
+        if path == &args.output {
+            return Err(Error::InvalidArgument {
+                arg: "--npz",
+                reason: format!("`{}` is also the --output file", path.display()),
+            });
+        }
+    }
     let trained = load_model(&args.checkpoint, requested(args.preset)?.as_ref())?;
     io::check_generation(gen, trained.settings.diffusion_steps)?;
     let input = io::Input::read(&args.input)?;
@@ -537,6 +556,17 @@ pub fn predict(args: &PredictArgs) -> Result<()> {
     bar.finish_and_clear();
     let seconds = started.elapsed().as_secs_f64();
     io::write_predictions(&args.output, &input, &out, trained.arm.name())?;
+    if let Some(path) = &args.npz {
+        // As frames, the predictions come in groups of one molecule's samples.
+        let frames: Vec<Frame> = out
+            .iter()
+            .map(|p| Frame {
+                pos: p.pos.clone(),
+                ..input.molecules[p.molecule].frame.clone()
+            })
+            .collect();
+        npz::write_structures(path, &Structures::from_samples(&frames, out.len() / kept.len())?)?;
+    }
     println!(
         "wrote {} structures ({n_samples} per molecule, {} molecules) to {}; {}: {:.1} ms per molecule",
         out.len(),
@@ -647,6 +677,7 @@ mod tests {
             force: false,
             strict: false,
             gen: args.gen.clone(),
+            npz: Some(out.join("predicted.npz")),
         };
         // No --preset: the checkpoint's own settings (quick) build the model.
         predict(&predict_args(None)).unwrap();
@@ -655,11 +686,34 @@ mod tests {
         assert_eq!(predicted[0].mol_id, "nci-04846");
         assert_eq!(predicted[0].species, [8, 6, 8, 1, 1]);
         assert_eq!(predicted[0].level.as_deref(), Some("physcon-consistency"));
+        // The .npz holds the same structures, sample-major.
+        let file = std::fs::File::open(out.join("predicted.npz")).unwrap();
+        let mut arrays = ndarray_npy::NpzReader::new(file).unwrap();
+        let positions: physcon::ndarray::Array3<f64> = arrays.by_name("positions").unwrap();
+        assert_eq!(positions.dim(), (2, 5 + 5 + 9 + 9, 3));
+        assert_eq!(
+            positions.slice(physcon::ndarray::s![1, 5..10, ..]),
+            predicted[3].pos_view()
+        );
+        let ids = npz::read_mol_ids(&mut arrays).unwrap();
+        assert_eq!(ids, ["nci-04846", "nci-04846", "nci-03004", "nci-03004"]);
+        // Neither output is replaced without --force.
+        assert!(matches!(
+            predict(&predict_args(None)),
+            Err(Error::InvalidArgument { arg: "--output", .. })
+        ));
         std::fs::remove_file(&output).unwrap();
+        assert!(matches!(
+            predict(&predict_args(None)),
+            Err(Error::InvalidArgument { arg: "--npz", .. })
+        ));
+        std::fs::remove_file(out.join("predicted.npz")).unwrap();
         predict(&predict_args(Some(Preset::Quick))).unwrap();
         std::fs::remove_file(&output).unwrap();
+        std::fs::remove_file(out.join("predicted.npz")).unwrap();
         // The FIRE reference writes one relaxed structure per molecule by default.
         let mut fire = predict_args(None);
+        fire.npz = None;
         fire.gen = GenArgs {
             samples: None,
             generation: GenerationName::Fire,
@@ -690,6 +744,7 @@ mod tests {
             data: root.join("data"),
             split: SplitName::Val,
             gen: args.gen.clone(),
+            npz: None,
         }));
         assert!(reason.contains("`plan.stage1_steps = 30`"), "{reason}");
         // Another model size alone is named too.

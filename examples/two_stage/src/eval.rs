@@ -4,9 +4,13 @@
 
 use std::collections::HashMap;
 
+use physcon::array::{atom_vectors, molecule_values};
 use physcon::data::{Dataset, Frame, LabelledBatch};
 use physcon::diffusion::{com_free_noise, q_sample, q_sample_with, sample, NoiseSchedule, SamplerConfig};
 use physcon::metrics::{energy_gap, energy_mae, kabsch_rmsd};
+use physcon::ndarray::{
+    concatenate, s, Array, Array1, Array2, Array3, ArrayView, ArrayView2, Axis, RemoveAxis,
+};
 use physcon::{Error, Result};
 use tch::{Device, Kind, Tensor};
 
@@ -146,6 +150,165 @@ pub fn pairs(split: &Dataset) -> Vec<(Frame, Frame)> {
         .collect()
 }
 
+/// Generated structures of a set of molecules as host arrays: M molecules, N
+/// atoms over all of them in molecule order, K samples per molecule.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Structures {
+    /// The molecules' ids `[M]`.
+    pub mol_ids: Vec<String>,
+    /// Atomic numbers `[N]`.
+    pub species: Array1<i64>,
+    /// The molecule of each atom `[N]` (an index into `mol_ids`).
+    pub batch: Array1<i64>,
+    /// The structures `[K, N, 3]` (Å).
+    pub positions: Array3<f64>,
+}
+
+impl Structures {
+    /// `positions: [K, N, 3]` of the molecules of `frames`, their atoms stacked in order.
+    ///
+    /// # Errors
+    /// [`Error::Shape`] unless `positions` is `[K, N, 3]` for the frames' N atoms.
+    pub fn new(frames: &[&Frame], positions: Array3<f64>) -> Result<Self> {
+        let species: Array1<i64> = frames.iter().flat_map(|f| f.species.iter().copied()).collect();
+        let (_, n, three) = positions.dim();
+        if n != species.len() || three != 3 {
+            return Err(Error::Shape {
+                arg: "positions",
+                expected: format!("[K, N, 3] with N = {}", species.len()),
+                got: positions.shape().iter().map(|&d| d as i64).collect(),
+            });
+        }
+        Ok(Self {
+            mol_ids: frames.iter().map(|f| f.mol_id.clone()).collect(),
+            batch: frames
+                .iter()
+                .enumerate()
+                .flat_map(|(m, f)| std::iter::repeat_n(m as i64, f.num_atoms()))
+                .collect(),
+            species,
+            positions,
+        })
+    }
+
+    /// The structures of `predict`'s frames: `samples` consecutive frames per
+    /// molecule, each with the atoms of the first.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] when the frames do not come in groups of
+    /// `samples` frames of one molecule.
+    pub fn from_samples(frames: &[Frame], samples: usize) -> Result<Self> {
+        let bad = |reason: String| Error::InvalidArgument {
+            arg: "frames",
+            reason,
+        };
+        if samples == 0 || frames.len() % samples != 0 {
+            return Err(bad(format!(
+                "{} frames are not groups of {samples} samples per molecule",
+                frames.len()
+            )));
+        }
+        let molecules: Vec<&Frame> = frames.iter().step_by(samples).collect();
+        let n = molecules.iter().map(|f| f.num_atoms()).sum();
+        let mut positions = Array3::zeros((samples, n, 3));
+        let mut offset = 0;
+        for (group, first) in frames.chunks(samples).zip(&molecules) {
+            let atoms = first.num_atoms();
+            for (k, frame) in group.iter().enumerate() {
+                if frame.mol_id != first.mol_id || frame.species != first.species || frame.pos.len() != atoms
+                {
+                    return Err(bad(format!(
+                        "sample {k} of `{}` has other atoms than its first sample",
+                        first.mol_id
+                    )));
+                }
+                positions
+                    .slice_mut(s![k, offset..offset + atoms, ..])
+                    .assign(&frame.pos_view());
+            }
+            offset += atoms;
+        }
+        Self::new(&molecules, positions)
+    }
+}
+
+/// One model's results per molecule of a split, in split order, as host arrays
+/// (M molecules, N atoms, K samples): what the scores summarise.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MoleculeResults {
+    /// The generated structures `[K, N, 3]` and their molecules.
+    pub generated: Structures,
+    /// The accurate (GFN2-xTB) minima `[N, 3]` (Å).
+    pub reference: Array2<f64>,
+    /// RMSD of each sample to its minimum `[M, K]` (Å).
+    pub rmsd: Array2<f64>,
+    /// Energy gap of each sample to its minimum under the model `[M, K]` (eV).
+    pub egap: Array2<f64>,
+    /// RMSD of the cheap (MMFF) structure to the minimum `[M]` (Å).
+    pub baseline_rmsd: Array1<f64>,
+    /// Energy gap of the cheap structure under the model `[M]` (eV).
+    pub baseline_egap: Array1<f64>,
+    /// The model's energy at the minimum `[M]` (eV).
+    pub energy_ref: Array1<f64>,
+}
+
+impl MoleculeResults {
+    /// The results of consecutive sets of molecules as one, `frames` their molecules in order.
+    fn concat(frames: &[&Frame], parts: &[MoleculeResults]) -> Result<Self> {
+        let along = |f: fn(&MoleculeResults) -> ArrayView2<'_, f64>| cat(Axis(0), parts.iter().map(f));
+        let per = |f: fn(&MoleculeResults) -> &Array1<f64>| cat(Axis(0), parts.iter().map(|p| f(p).view()));
+        Ok(Self {
+            generated: Structures::new(
+                frames,
+                cat(Axis(1), parts.iter().map(|p| p.generated.positions.view()))?,
+            )?,
+            reference: along(|p| p.reference.view())?,
+            rmsd: along(|p| p.rmsd.view())?,
+            egap: along(|p| p.egap.view())?,
+            baseline_rmsd: per(|p| &p.baseline_rmsd)?,
+            baseline_egap: per(|p| &p.baseline_egap)?,
+            energy_ref: per(|p| &p.energy_ref)?,
+        })
+    }
+}
+
+/// Arrays joined along `axis`.
+fn cat<'a, A: Clone + 'a, D: RemoveAxis + 'a>(
+    axis: Axis,
+    parts: impl Iterator<Item = ArrayView<'a, A, D>>,
+) -> Result<Array<A, D>> {
+    let parts: Vec<_> = parts.collect();
+    Ok(concatenate(axis, &parts).map_err(tch::TchError::from)?)
+}
+
+/// Summary scores of per-molecule values `rmsd`, `egap`: `[M, K]`.
+fn scores(
+    rmsd: ArrayView2<'_, f64>,
+    egap: ArrayView2<'_, f64>,
+    energy_ref: &Array1<f64>,
+    mae: Option<(f64, f64)>,
+) -> Scores {
+    let (m, k) = (rmsd.nrows() as f64, rmsd.ncols() as f64);
+    let rmsd_per_molecule = rmsd.sum_axis(Axis(1)) / k;
+    let gap_per_molecule = egap.sum_axis(Axis(1)) / k;
+    let best = rmsd.map_axis(Axis(1), |r| r.fold(f64::INFINITY, |a, &b| a.min(b)));
+    Scores {
+        rmsd_mean: rmsd_per_molecule.sum() / m,
+        rmsd_min: best.sum() / m,
+        egap: gap_per_molecule.sum() / m,
+        // Energy errors belong to the model, not to a set of structures.
+        mae_mmff: mae.map_or(f64::NAN, |e| e.0),
+        mae_opt: mae.map_or(f64::NAN, |e| e.1),
+        scatter: energy_ref
+            .iter()
+            .zip(&gap_per_molecule)
+            .map(|(&e, &gap)| (e, e + gap))
+            .collect(),
+        rmsd_per_molecule: rmsd_per_molecule.to_vec(),
+        molecules: rmsd.nrows(),
+    }
+}
+
 /// A model's scores on a split beside those of the split's cheap (MMFF) structures.
 #[derive(Debug, Clone)]
 pub struct Evaluation {
@@ -153,9 +316,15 @@ pub struct Evaluation {
     pub model: Scores,
     /// The MMFF structures themselves, judged with the model's energy.
     pub baseline: Scores,
+    /// What both summarise, per molecule.
+    pub per_molecule: MoleculeResults,
 }
 
 /// Scores a model, and the MMFF structures themselves, on a split.
+///
+/// # Errors
+/// [`Error::InvalidArgument`] for `samples` < 1 or a split without molecules
+/// that have both `mmff` and `xtb-opt` frames.
 pub fn evaluate(
     model: &Model,
     split: &Dataset,
@@ -164,6 +333,12 @@ pub fn evaluate(
     schedule: &NoiseSchedule,
     seed: u64,
 ) -> Result<Evaluation> {
+    if samples < 1 {
+        return Err(Error::InvalidArgument {
+            arg: "samples",
+            reason: "must be at least 1".into(),
+        });
+    }
     let pairs = pairs(split);
     if pairs.is_empty() {
         return Err(Error::InvalidArgument {
@@ -172,14 +347,15 @@ pub fn evaluate(
         });
     }
     tch::manual_seed(seed as i64);
-    let (mut model_rows, mut base_rows) = (Vec::new(), Vec::new());
     let (mut mae_mmff, mut mae_opt) = (Vec::new(), Vec::new());
+    let mut parts = Vec::new();
     for chunk in pairs.chunks(32) {
-        let cheap: Vec<&Frame> = chunk.iter().map(|p| &p.0).collect();
+        let cheap_frames: Vec<&Frame> = chunk.iter().map(|p| &p.0).collect();
         let accurate: Vec<&Frame> = chunk.iter().map(|p| &p.1).collect();
-        let cheap = LabelledBatch::from_frames(&cheap, Kind::Float, Device::Cpu)?;
+        let cheap = LabelledBatch::from_frames(&cheap_frames, Kind::Float, Device::Cpu)?;
         let accurate = LabelledBatch::from_frames(&accurate, Kind::Float, Device::Cpu)?;
         let g = Graph::new(&cheap.batch, Kind::Float)?;
+        let layout = &g.layout;
         let energy = model.energy_model(&g);
         let reference = accurate.batch.pos();
         tch::no_grad(|| -> Result<()> {
@@ -188,71 +364,59 @@ pub fn evaluate(
                 &model.energy(&g, cheap.batch.pos())?,
                 &cheap.energy,
                 None,
-                &g.layout,
+                layout,
             )?));
             mae_opt.push(n(energy_mae(
                 &model.energy(&g, reference)?,
                 &accurate.energy,
                 None,
-                &g.layout,
+                layout,
             )?));
             Ok(())
         })?;
         let generated = generate(model, &g, cheap.batch.pos(), samples, how, schedule)?.samples;
-        let rmsd = Tensor::stack(
-            &generated
+        // One column per sample: `[B, K]`.
+        let per_sample = |metric: &dyn Fn(&Tensor) -> Result<Tensor>| -> Result<Array2<f64>> {
+            let columns = generated
                 .iter()
-                .map(|x| kabsch_rmsd(x, reference, &g.layout))
-                .collect::<Result<Vec<_>>>()?,
-            0,
-        );
-        let gaps = Tensor::stack(
-            &generated
-                .iter()
-                .map(|x| energy_gap(&energy, x, reference, &g.layout))
-                .collect::<Result<Vec<_>>>()?,
-            0,
-        );
+                .map(|x| molecule_values(&metric(x)?, layout))
+                .collect::<Result<Vec<_>>>()?;
+            cat(Axis(1), columns.iter().map(|c| c.view().insert_axis(Axis(1))))
+        };
+        let positions = generated
+            .iter()
+            .map(|x| atom_vectors(x, layout))
+            .collect::<Result<Vec<_>>>()?;
         let e_ref = tch::no_grad(|| model.energy(&g, reference))?;
-        let rmsd_mean = Vec::<f64>::try_from(rmsd.mean_dim(0, false, Kind::Double))?;
-        let rmsd_min = Vec::<f64>::try_from(rmsd.amin(0, false).to_kind(Kind::Double))?;
-        let gap = Vec::<f64>::try_from(gaps.mean_dim(0, false, Kind::Double))?;
-        let e_ref = Vec::<f64>::try_from(e_ref.to_kind(Kind::Double))?;
-        for b in 0..chunk.len() {
-            model_rows.push((rmsd_mean[b], rmsd_min[b], gap[b], e_ref[b]));
-        }
-        let base_rmsd = Vec::<f64>::try_from(
-            kabsch_rmsd(cheap.batch.pos(), reference, &g.layout)?.to_kind(Kind::Double),
-        )?;
-        let base_gap = Vec::<f64>::try_from(
-            energy_gap(&energy, cheap.batch.pos(), reference, &g.layout)?.to_kind(Kind::Double),
-        )?;
-        for b in 0..chunk.len() {
-            base_rows.push((base_rmsd[b], base_rmsd[b], base_gap[b], e_ref[b]));
-        }
+        parts.push(MoleculeResults {
+            generated: Structures::new(
+                &cheap_frames,
+                cat(Axis(0), positions.iter().map(|x| x.view().insert_axis(Axis(0))))?,
+            )?,
+            reference: atom_vectors(reference, layout)?,
+            rmsd: per_sample(&|x| kabsch_rmsd(x, reference, layout))?,
+            egap: per_sample(&|x| energy_gap(&energy, x, reference, layout))?,
+            baseline_rmsd: molecule_values(&kabsch_rmsd(cheap.batch.pos(), reference, layout)?, layout)?,
+            baseline_egap: molecule_values(
+                &energy_gap(&energy, cheap.batch.pos(), reference, layout)?,
+                layout,
+            )?,
+            energy_ref: molecule_values(&e_ref, layout)?,
+        });
     }
+    let molecules: Vec<&Frame> = pairs.iter().map(|p| &p.0).collect();
+    let per_molecule = MoleculeResults::concat(&molecules, &parts)?;
     let m = pairs.len() as f64;
-    let scores = |rows: &[(f64, f64, f64, f64)], model: bool| Scores {
-        rmsd_mean: rows.iter().map(|r| r.0).sum::<f64>() / m,
-        rmsd_min: rows.iter().map(|r| r.1).sum::<f64>() / m,
-        egap: rows.iter().map(|r| r.2).sum::<f64>() / m,
-        // Energy errors belong to the model, not to a set of structures.
-        mae_mmff: if model {
-            mae_mmff.iter().sum::<f64>() / m
-        } else {
-            f64::NAN
-        },
-        mae_opt: if model {
-            mae_opt.iter().sum::<f64>() / m
-        } else {
-            f64::NAN
-        },
-        scatter: rows.iter().map(|r| (r.3, r.3 + r.2)).collect(),
-        rmsd_per_molecule: rows.iter().map(|r| r.0).collect(),
-        molecules: pairs.len(),
-    };
+    let mae = (mae_mmff.iter().sum::<f64>() / m, mae_opt.iter().sum::<f64>() / m);
+    let r = &per_molecule;
     Ok(Evaluation {
-        model: scores(&model_rows, true),
-        baseline: scores(&base_rows, false),
+        model: scores(r.rmsd.view(), r.egap.view(), &r.energy_ref, Some(mae)),
+        baseline: scores(
+            r.baseline_rmsd.view().insert_axis(Axis(1)),
+            r.baseline_egap.view().insert_axis(Axis(1)),
+            &r.energy_ref,
+            None,
+        ),
+        per_molecule,
     })
 }

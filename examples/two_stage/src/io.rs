@@ -257,16 +257,16 @@ pub fn check_samples(samples: i64) -> Result<()> {
     }
 }
 
-/// Refuses an `--output` that would replace the input or an existing file
-/// (unless `force`), that names a folder, that lies in a folder that does
-/// not exist, or whose extension names another format than the input's.
+/// Refuses an output file (`arg`: `--output` or `--npz`) that would replace
+/// the input or an existing file (unless `force`), that names a folder, or
+/// that lies in a folder that does not exist.
 ///
 /// # Errors
-/// [`Error::InvalidArgument`] (`--output`).
-pub fn check_output(input: &Path, output: &Path, force: bool) -> Result<()> {
+/// [`Error::InvalidArgument`] naming `arg`.
+pub fn check_output(arg: &'static str, input: &Path, output: &Path, force: bool) -> Result<()> {
     let shown = output.display();
     if output.is_dir() {
-        return Err(flag("--output", format!("`{shown}` is a folder; name a file")));
+        return Err(flag(arg, format!("`{shown}` is a folder; name a file")));
     }
     let folder = match output.parent() {
         Some(p) if !p.as_os_str().is_empty() => p,
@@ -274,7 +274,7 @@ pub fn check_output(input: &Path, output: &Path, force: bool) -> Result<()> {
     };
     if !folder.is_dir() {
         return Err(flag(
-            "--output",
+            arg,
             format!("the folder `{}` of `{shown}` does not exist", folder.display()),
         ));
     }
@@ -284,11 +284,11 @@ pub fn check_output(input: &Path, output: &Path, force: bool) -> Result<()> {
             (Ok(a), Ok(b)) if a == b
         );
         return Err(flag(
-            "--output",
+            arg,
             if same {
-                format!("`{shown}` is the --input file: the predictions would replace your molecules; choose another --output (or pass --force)")
+                format!("`{shown}` is the --input file: the predictions would replace your molecules; choose another {arg} (or pass --force)")
             } else {
-                format!("`{shown}` exists; pass --force to replace it, or choose another --output")
+                format!("`{shown}` exists; pass --force to replace it, or choose another {arg}")
             },
         ));
     }

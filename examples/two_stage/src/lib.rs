@@ -26,6 +26,7 @@
 //! - [`log`]: per-step CSV and the progress bar;
 //! - [`eval`] and [`report`]: scores on a split, tables, plots;
 //! - [`io`]: users' molecules (SDF/MOL, extended XYZ) in and out of `predict`.
+//! - [`npz`]: `predict`'s and `evaluate`'s results as NumPy `.npz` files.
 
 pub mod checkpoint;
 pub mod cli;
@@ -34,6 +35,7 @@ pub mod eval;
 pub mod io;
 pub mod log;
 pub mod model;
+pub mod npz;
 pub mod objective;
 pub mod optim;
 pub mod relax;

@@ -60,6 +60,18 @@ pub enum GenerationName {
     Fire,
 }
 
+impl GenerationName {
+    /// The value `--generation` takes.
+    pub fn name(self) -> &'static str {
+        match self {
+            GenerationName::Relax => "relax",
+            GenerationName::Refine => "refine",
+            GenerationName::Noise => "noise",
+            GenerationName::Fire => "fire",
+        }
+    }
+}
+
 /// How structures are generated.
 #[derive(clap::Args, Clone)]
 pub struct GenArgs {
@@ -281,11 +293,32 @@ pub struct PredictArgs {
 
 /// Parses the command line and runs it; errors end the process with status 1.
 pub fn main() {
+    keep_freed_memory();
     if let Err(e) = run(Cli::parse()) {
         eprintln!("error: {e}");
         std::process::exit(1);
     }
 }
+
+/// Keeps memory that libtorch frees in the process's heap.
+///
+/// Every training step frees and re-allocates its activations, blocks of
+/// megabytes. With glibc's defaults they go back to the kernel (`munmap`, heap
+/// trimming) and return as fresh zeroed pages: 47 million page faults and about
+/// 9 % of the default run's time went there. With the blocks kept, the losses are
+/// the same to every digit and a step is about 8 % faster.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+fn keep_freed_memory() {
+    // SAFETY: mallopt only sets two thresholds of glibc's allocator, before any
+    // thread of ours or libtorch's exists.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 1 << 30);
+        libc::mallopt(libc::M_TRIM_THRESHOLD, i32::MAX);
+    }
+}
+
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+fn keep_freed_memory() {}
 
 /// Runs a parsed command line.
 pub fn run(cli: Cli) -> Result<()> {
@@ -337,6 +370,8 @@ fn evaluate_arms(
 /// `train`: every seed's arms, evaluated, plotted (first seed) and reported.
 pub fn train(args: &TrainArgs) -> Result<()> {
     let settings = args.overrides.apply(args.preset)?;
+    // Checked before hours of training, not at the evaluation after them.
+    io::check_generation(&args.gen, settings.diffusion_steps)?;
     let out = args
         .out
         .clone()
@@ -425,6 +460,7 @@ pub fn evaluate_checkpoint(args: &EvaluateArgs) -> Result<()> {
         SplitName::Val => &splits.val,
         SplitName::Test => &splits.test,
     };
+    io::check_generation(&args.gen, trained.settings.diffusion_steps)?;
     let schedule = NoiseSchedule::cosine(trained.settings.diffusion_steps)?;
     let gen = &args.gen;
     let e = evaluate(
@@ -631,8 +667,6 @@ mod tests {
             "two_stage",
             "--preset",
             "quick",
-            "--samples",
-            "2",
             "--start",
             "10",
             "--ddim-steps",
@@ -647,6 +681,14 @@ mod tests {
             "--out".into(),
             out.clone().into(),
         ]);
+        // Several samples of a deterministic generation are refused before any training.
+        let mut same_samples = argv.clone();
+        same_samples.extend(["--samples".into(), "2".into()]);
+        assert!(matches!(
+            train(&TrainArgs::parse_from(same_samples)),
+            Err(Error::InvalidArgument { arg: "--samples", reason }) if reason.contains("--generation refine")
+        ));
+        assert!(!out.exists());
         let args = TrainArgs::parse_from(argv);
         train(&args).unwrap();
         let report = std::fs::read_to_string(out.join("report.md")).unwrap();
@@ -669,6 +711,12 @@ mod tests {
         ));
         let checkpoint = out.join("seed-0/consistency.safetensors");
         let output = out.join("predicted.extxyz");
+        // Two samples each, drawn with noise (the default relax is deterministic).
+        let refine = GenArgs {
+            samples: Some(2),
+            generation: GenerationName::Refine,
+            ..args.gen.clone()
+        };
         let predict_args = |preset: Option<Preset>| PredictArgs {
             checkpoint: checkpoint.clone(),
             preset,
@@ -676,7 +724,7 @@ mod tests {
             output: output.clone(),
             force: false,
             strict: false,
-            gen: args.gen.clone(),
+            gen: refine.clone(),
             npz: Some(out.join("predicted.npz")),
         };
         // No --preset: the checkpoint's own settings (quick) build the model.

@@ -202,10 +202,21 @@ fn flag(arg: &'static str, reason: String) -> Error {
 /// Refuses generation settings the schedule (or FIRE) cannot run, naming the flag and its range.
 ///
 /// # Errors
-/// [`Error::InvalidArgument`] naming `--samples`, `--start`, `--ddim-steps`, `--fmax`
-/// or `--max-steps`.
+/// [`Error::InvalidArgument`] naming `--samples` (also when above 1 for a
+/// deterministic generation), `--start`, `--ddim-steps`, `--fmax` or `--max-steps`.
 pub fn check_generation(gen: &GenArgs, diffusion_steps: i64) -> Result<()> {
     check_samples(gen.samples())?;
+    if gen.generation().is_deterministic() && gen.samples() > 1 {
+        return Err(flag(
+            "--samples",
+            format!(
+                "`--generation {}` draws no noise, so all {} samples would be the same structure; \
+                 leave --samples out, or use `--generation refine` for several samples",
+                gen.generation.name(),
+                gen.samples()
+            ),
+        ));
+    }
     let (top, what) = match gen.generation {
         GenerationName::Refine | GenerationName::Relax => {
             if !(1..=diffusion_steps).contains(&gen.start) {

@@ -65,7 +65,12 @@ fn checkpoint(dir: &Path, nan: bool) -> PathBuf {
 /// Runs `two_stage predict` with `args`; a panic fails the test, naming the case.
 fn predict(case: &str, args: &[&str]) -> Result<(), String> {
     let mut argv = vec!["two_stage", "predict"];
-    for (flag, value) in [("--samples", "2"), ("--start", "10"), ("--ddim-steps", "5")] {
+    for (flag, value) in [
+        ("--generation", "refine"),
+        ("--samples", "2"),
+        ("--start", "10"),
+        ("--ddim-steps", "5"),
+    ] {
         if !args.contains(&flag) {
             argv.extend([flag, value]);
         }
@@ -251,6 +256,11 @@ fn flags_and_files_around_the_input_are_checked_before_the_model_runs() {
             words,
         );
     }
+    refused(
+        "--samples 3 with --generation relax",
+        base(&["--output", &out, "--generation", "relax", "--samples", "3"]),
+        &["--samples", "--generation relax", "same structure"],
+    );
     let m = refused(
         "output is input",
         base(&["--output", &s(&input)]),

@@ -13,6 +13,7 @@ pub use dataset::{shuffled_indices, splitmix64, Dataset, LabelledBatch, Splits};
 pub use elements::{atomic_number, symbol};
 pub use extxyz::{
     format_extxyz, parse_extxyz, read_extxyz, read_text, write_atomic, write_extxyz, write_text, Frame,
+    MAX_TEXT_BYTES,
 };
 pub use sdf::{format_sdf, parse_sdf, read_sdf, write_sdf, SdfRecord};
 

@@ -4,7 +4,8 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use clap::{Parser, Subcommand, ValueEnum};
-use physcon::data::{excerpt, write_atomic, Dataset, Frame, Splits};
+use physcon::array::atom_vectors;
+use physcon::data::{excerpt, write_atomic, Dataset, Splits};
 use physcon::diffusion::NoiseSchedule;
 use physcon::{Error, MolBatch, Result, Temperature};
 use tch::{Device, Kind};
@@ -552,20 +553,20 @@ pub fn predict(args: &PredictArgs) -> Result<()> {
             fire_steps.extend(steps);
             unconverged += converged.iter().filter(|c| !**c).count();
         }
-        let samples: Vec<Vec<f64>> = generated
+        let samples = generated
             .samples
             .iter()
-            .map(|x| Vec::<f64>::try_from(x.to_kind(Kind::Double).reshape([-1])))
-            .collect::<std::result::Result<_, _>>()?;
+            .map(|x| atom_vectors(x, &g.layout))
+            .collect::<Result<Vec<_>>>()?;
         let mut offset = 0;
         for &k in chunk {
             let frame = &input.molecules[k].frame;
             for (s, sample) in samples.iter().enumerate() {
-                let pos: Vec<[f64; 3]> = (0..frame.num_atoms())
-                    .map(|a| {
-                        let i = 3 * (offset + a);
-                        [sample[i], sample[i + 1], sample[i + 2]]
-                    })
+                let pos: Vec<[f64; 3]> = sample
+                    .outer_iter()
+                    .skip(offset)
+                    .take(frame.num_atoms())
+                    .map(|r| [r[0], r[1], r[2]])
                     .collect();
                 if pos.iter().flatten().any(|x| !x.is_finite()) {
                     return Err(Error::InvalidArgument {
@@ -594,13 +595,7 @@ pub fn predict(args: &PredictArgs) -> Result<()> {
     io::write_predictions(&args.output, &input, &out, trained.arm.name())?;
     if let Some(path) = &args.npz {
         // As frames, the predictions come in groups of one molecule's samples.
-        let frames: Vec<Frame> = out
-            .iter()
-            .map(|p| Frame {
-                pos: p.pos.clone(),
-                ..input.molecules[p.molecule].frame.clone()
-            })
-            .collect();
+        let frames = io::predicted_frames(&input, &out, trained.arm.name());
         npz::write_structures(path, &Structures::from_samples(&frames, out.len() / kept.len())?)?;
     }
     println!(

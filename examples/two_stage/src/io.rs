@@ -353,6 +353,21 @@ pub struct Prediction {
     pub pos: Vec<[f64; 3]>,
 }
 
+/// The predictions as frames: each its input molecule with the predicted
+/// positions, `level` `physcon-<model>`, no energy or forces.
+pub fn predicted_frames(input: &Input, predictions: &[Prediction], model: &str) -> Vec<Frame> {
+    predictions
+        .iter()
+        .map(|p| Frame {
+            level: Some(format!("physcon-{model}")),
+            energy: None,
+            forces: None,
+            pos: p.pos.clone(),
+            ..input.molecules[p.molecule].frame.clone()
+        })
+        .collect()
+}
+
 /// Writes predictions in the input's format (SDF keeps each record's text
 /// and adds the data items `physcon_sample` and `physcon_model`), atomically,
 /// gzip when `path` ends in `.gz`.
@@ -361,19 +376,7 @@ pub struct Prediction {
 /// The writers' errors; [`Error::Io`] naming `path`.
 pub fn write_predictions(path: &Path, input: &Input, predictions: &[Prediction], model: &str) -> Result<()> {
     let text = match input.format {
-        Format::Extxyz => {
-            let frames: Vec<Frame> = predictions
-                .iter()
-                .map(|p| Frame {
-                    level: Some(format!("physcon-{model}")),
-                    energy: None,
-                    forces: None,
-                    pos: p.pos.clone(),
-                    ..input.molecules[p.molecule].frame.clone()
-                })
-                .collect();
-            format_extxyz(&frames)?
-        }
+        Format::Extxyz => format_extxyz(&predicted_frames(input, predictions, model))?,
         Format::Sdf => {
             let mut text = String::new();
             for p in predictions {

@@ -16,7 +16,8 @@ use criterion::{
 };
 use physcon::diffusion::{com_free_noise, q_sample, sample, NoiseSchedule, SamplerConfig};
 use physcon::losses::{
-    DenoisingLoss, EnergyDescentLoss, EnergyLoss, ForceLoss, Forces, ScoreConsistency, StationarityLoss,
+    DenoisingLoss, EnergyDescentLoss, EnergyLoss, EnergyMetric, ForceLoss, Forces, ScoreConsistency,
+    StationarityLoss,
 };
 use physcon::metrics::kabsch_rmsd;
 use physcon::{BatchLayout, EnergyModel, MolBatch};
@@ -42,7 +43,8 @@ fn energy_losses<M: Measurement>(
         b.iter(|| {
             let x = if trainable { pos.shallow_clone() } else { leaf() };
             let e = energy.energy(&x).unwrap();
-            EnergyLoss::default()
+            EnergyLoss::new(EnergyMetric::Mse)
+                .unwrap()
                 .per_atom(true)
                 .forward(&e, &target, None, layout)
                 .unwrap()

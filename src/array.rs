@@ -47,12 +47,12 @@
 //! # Ok(()) }
 //! ```
 
-use ndarray::{Array, Array1, Array2, ArrayBase, ArrayD, Data, Dimension};
-use tch::kind::Element;
-use tch::{Kind, Tensor};
+use ndarray::{Array1, Array2};
+use tch::Tensor;
 
 use crate::batch::BatchLayout;
 use crate::check;
+use crate::convert::host;
 use crate::error::Result;
 #[cfg(doc)]
 use crate::{
@@ -86,22 +86,4 @@ pub fn atom_vectors(x: &Tensor, layout: &BatchLayout) -> Result<Array2<f64>> {
     check::float("x", x)?;
     check::shape("x", x, &[layout.num_atoms(), 3], "[N, 3]")?;
     host(x)
-}
-
-/// A float tensor of known rank as `f64` on the host: one copy (tch moves it to
-/// the CPU, makes it contiguous and casts it in that copy).
-pub(crate) fn host<D: Dimension>(t: &Tensor) -> Result<Array<f64, D>> {
-    let dynamic: ArrayD<f64> = (&t.detach().f_to_kind(Kind::Double)?).try_into()?;
-    Ok(dynamic.into_dimensionality().map_err(tch::TchError::from)?)
-}
-
-/// A host array as a CPU tensor of its element type and shape; any memory
-/// layout (tch's own conversion takes only standard-layout arrays).
-pub(crate) fn tensor<S, D>(array: &ArrayBase<S, D>) -> Result<Tensor>
-where
-    S: Data,
-    S::Elem: Element + Clone,
-    D: Dimension,
-{
-    Ok(Tensor::try_from(&array.as_standard_layout())?)
 }

@@ -9,8 +9,8 @@
 use ndarray::{aview2, ArrayView1, ArrayView2};
 use tch::{Device, Kind, Tensor};
 
-use crate::array;
 use crate::check;
+use crate::convert;
 use crate::error::{Error, Result};
 
 /// Which molecule each atom belongs to, validated.
@@ -39,6 +39,20 @@ impl Clone for BatchLayout {
             counts_f64: self.counts_f64.shallow_clone(),
             counts_host: self.counts_host.clone(),
         }
+    }
+}
+
+impl check::Extent for BatchLayout {
+    fn device(&self) -> Device {
+        BatchLayout::device(self)
+    }
+
+    fn num_atoms(&self) -> i64 {
+        BatchLayout::num_atoms(self)
+    }
+
+    fn num_molecules(&self) -> i64 {
+        BatchLayout::num_molecules(self)
     }
 }
 
@@ -380,9 +394,9 @@ impl MolBatch {
         device: Device,
     ) -> Result<Self> {
         check::float_kind("kind", kind)?;
-        let pos = array::tensor(&pos)?.f_to_kind(kind)?.f_to_device(device)?;
-        let species = array::tensor(&species)?.f_to_device(device)?;
-        let batch = array::tensor(&batch)?.f_to_device(device)?;
+        let pos = convert::tensor(&pos)?.f_to_kind(kind)?.f_to_device(device)?;
+        let species = convert::tensor(&species)?.f_to_device(device)?;
+        let batch = convert::tensor(&batch)?.f_to_device(device)?;
         Self::new(&pos, &species, &batch, num_molecules)
     }
 

@@ -6,8 +6,17 @@
 
 use tch::{Device, Kind, Tensor};
 
-use crate::batch::BatchLayout;
 use crate::error::{Error, Result};
+
+/// What the checks need of a batch: its device and sizes.
+///
+/// [`crate::BatchLayout`] is the implementation; a trait, so that this ground
+/// floor of the crate imports nothing above it.
+pub(crate) trait Extent {
+    fn device(&self) -> Device;
+    fn num_atoms(&self) -> i64;
+    fn num_molecules(&self) -> i64;
+}
 
 pub(crate) fn is_float(kind: Kind) -> bool {
     matches!(kind, Kind::Half | Kind::BFloat16 | Kind::Float | Kind::Double)
@@ -73,7 +82,7 @@ pub(crate) fn same_kind(arg: &'static str, t: &Tensor, kind: Kind) -> Result<()>
     }
 }
 
-pub(crate) fn device(arg: &'static str, t: &Tensor, layout: &BatchLayout) -> Result<()> {
+pub(crate) fn device(arg: &'static str, t: &Tensor, layout: &impl Extent) -> Result<()> {
     on_device(arg, t, layout.device())
 }
 
@@ -139,32 +148,13 @@ pub(crate) fn finite(arg: &'static str, t: &Tensor) -> Result<()> {
 pub(crate) fn float_meta(
     arg: &'static str,
     t: &Tensor,
-    layout: &BatchLayout,
+    layout: &impl Extent,
     expected: &[i64],
     words: &str,
 ) -> Result<()> {
     float(arg, t)?;
     device(arg, t, layout)?;
     shape(arg, t, expected, words)
-}
-
-/// How much a loss checks of the values (not the shapes) of its tensors.
-///
-/// Shape, dtype, device and graph checks read only tensor metadata and always
-/// run. Finiteness needs the values on the host: with [`Checks::Full`] (the
-/// default) every finiteness check of one loss call is folded into a single
-/// reduction and **one** device-to-host read, at the end of the call (on CUDA,
-/// one synchronisation per loss). [`Checks::Metadata`] skips it, for a trainer
-/// that checks its total loss itself and must not synchronise per term; a
-/// non-finite input then shows up as a non-finite loss instead of an
-/// [`Error::NonFinite`] naming it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum Checks {
-    /// Metadata checks, plus finiteness of every input and of the result (one host read).
-    #[default]
-    Full,
-    /// Metadata checks only: no host read.
-    Metadata,
 }
 
 /// Finiteness checks collected over one call and settled with one host read.
@@ -176,10 +166,16 @@ pub(crate) struct Finite {
 }
 
 impl Finite {
-    pub(crate) fn new(checks: Checks) -> Self {
+    /// Finiteness checked at [`Finite::finish`].
+    pub(crate) fn full() -> Self {
         Self {
-            pending: (checks == Checks::Full).then(Vec::new),
+            pending: Some(Vec::new()),
         }
+    }
+
+    /// Nothing checked: every queued tensor is dropped (the loss's `Checks::Metadata`).
+    pub(crate) fn skipped() -> Self {
+        Self { pending: None }
     }
 
     /// Queues `t` (no host read yet).
@@ -192,14 +188,14 @@ impl Finite {
     }
 
     /// Metadata checks of `[N, 3]` atom coordinates now, finiteness queued.
-    pub(crate) fn atoms3(&mut self, arg: &'static str, t: &Tensor, layout: &BatchLayout) -> Result<()> {
+    pub(crate) fn atoms3(&mut self, arg: &'static str, t: &Tensor, layout: &impl Extent) -> Result<()> {
         float_meta(arg, t, layout, &[layout.num_atoms(), 3], "[N, 3]")?;
         self.add(arg, t);
         Ok(())
     }
 
     /// Metadata checks of `[B]` molecule values now, finiteness queued.
-    pub(crate) fn molecules(&mut self, arg: &'static str, t: &Tensor, layout: &BatchLayout) -> Result<()> {
+    pub(crate) fn molecules(&mut self, arg: &'static str, t: &Tensor, layout: &impl Extent) -> Result<()> {
         float_meta(arg, t, layout, &[layout.num_molecules()], "[B]")?;
         self.add(arg, t);
         Ok(())
@@ -232,13 +228,13 @@ impl Finite {
 }
 
 /// Atom-level `[N, 3]` coordinates (positions, forces, noise).
-pub(crate) fn atoms3(arg: &'static str, t: &Tensor, layout: &BatchLayout) -> Result<()> {
+pub(crate) fn atoms3(arg: &'static str, t: &Tensor, layout: &impl Extent) -> Result<()> {
     float_meta(arg, t, layout, &[layout.num_atoms(), 3], "[N, 3]")?;
     finite(arg, t)
 }
 
 /// An optional boolean mask of the given length.
-pub(crate) fn mask(arg: &'static str, t: &Tensor, layout: &BatchLayout, len: i64) -> Result<()> {
+pub(crate) fn mask(arg: &'static str, t: &Tensor, layout: &impl Extent, len: i64) -> Result<()> {
     let kind = t.f_kind()?;
     if kind != Kind::Bool {
         return Err(Error::Dtype {

@@ -95,14 +95,20 @@ pub fn energy_and_forces<E: EnergyModel + ?Sized>(
     layout: &BatchLayout,
     create_graph: bool,
 ) -> Result<EnergyAndForces> {
-    let mut finite = check::Finite::new(check::Checks::Full);
+    let mut finite = check::Finite::full();
     finite.atoms3("pos", pos, layout)?;
     let x = if create_graph && pos.requires_grad() {
         pos.shallow_clone()
     } else {
         leaf_copy(pos)
     };
-    let (energy, grad) = energy_and_grad(model, &x, layout, create_graph, &mut finite)?;
+    // The energy keeps its graph for the energy loss's backward, whether or not the forces get one.
+    let backward = if create_graph {
+        Backward::CreateGraph
+    } else {
+        Backward::KeepForward
+    };
+    let (energy, grad) = energy_and_grad(model, &x, layout, backward, &mut finite)?;
     finite.add("forces", &grad);
     finite.finish()?;
     Ok(EnergyAndForces {
@@ -143,6 +149,29 @@ pub(crate) fn evaluate<E: EnergyModel + ?Sized>(
     Ok(energy)
 }
 
+/// How a backward pass treats graphs: what is left of the forward's graph, and
+/// whether the gradient gets a graph of its own.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Backward {
+    /// The forward's graph is freed; the gradient is a constant.
+    Free,
+    /// The forward's graph is kept for another backward; the gradient is a constant.
+    KeepForward,
+    /// The forward's graph is kept and the gradient has its own (a double backward follows).
+    CreateGraph,
+}
+
+impl Backward {
+    /// [`Backward::CreateGraph`] when the gradient must be differentiated again, else [`Backward::Free`].
+    pub(crate) fn create_graph_if(create_graph: bool) -> Self {
+        if create_graph {
+            Self::CreateGraph
+        } else {
+            Self::Free
+        }
+    }
+}
+
 /// `dE/dx` of the model at `x` (which must require grad), with or without its graph.
 ///
 /// Callers queue what they return (forces, or a loss built from the gradient)
@@ -151,7 +180,7 @@ pub(crate) fn energy_and_grad<E: EnergyModel + ?Sized>(
     model: &E,
     x: &Tensor,
     layout: &BatchLayout,
-    create_graph: bool,
+    backward: Backward,
     finite: &mut check::Finite,
 ) -> Result<(Tensor, Tensor)> {
     let energy = evaluate(model, x, layout, finite)?;
@@ -161,7 +190,7 @@ pub(crate) fn energy_and_grad<E: EnergyModel + ?Sized>(
             reason: "the energy must be computed from the positions it is given, with grad enabled",
         });
     }
-    let grad = grad_or_zeros(&energy.f_sum(energy.kind())?, x, create_graph)?;
+    let grad = grad_or_zeros(&energy.f_sum(energy.kind())?, x, backward)?;
     Ok((energy, grad))
 }
 
@@ -170,17 +199,19 @@ pub(crate) fn energy_and_grad<E: EnergyModel + ?Sized>(
 ///
 /// libtorch segfaults on an output without a graph, so that case is answered
 /// with zeros here instead of reaching it.
-pub(crate) fn grad_or_zeros(output: &Tensor, input: &Tensor, create_graph: bool) -> Result<Tensor> {
-    let mut grads = grads_or_zeros(output, std::slice::from_ref(input), create_graph)?;
+pub(crate) fn grad_or_zeros(output: &Tensor, input: &Tensor, backward: Backward) -> Result<Tensor> {
+    let mut grads = grads_or_zeros(output, std::slice::from_ref(input), backward)?;
     Ok(grads.remove(0))
 }
 
 /// [`grad_or_zeros`] for several inputs in one backward pass.
-pub(crate) fn grads_or_zeros(output: &Tensor, inputs: &[Tensor], create_graph: bool) -> Result<Vec<Tensor>> {
+pub(crate) fn grads_or_zeros(output: &Tensor, inputs: &[Tensor], backward: Backward) -> Result<Vec<Tensor>> {
     if !output.requires_grad() {
         return inputs.iter().map(|x| Ok(x.f_zeros_like()?)).collect();
     }
-    let grads = Tensor::f_run_backward(&[output], inputs, create_graph, create_graph)?;
+    let keep_graph = backward != Backward::Free;
+    let create_graph = backward == Backward::CreateGraph;
+    let grads = Tensor::f_run_backward(&[output], inputs, keep_graph, create_graph)?;
     grads
         .into_iter()
         .zip(inputs)

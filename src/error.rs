@@ -114,8 +114,24 @@ pub enum Error {
         kind: ParseError,
     },
     /// An error reported by libtorch.
-    #[error(transparent)]
+    ///
+    /// Displayed as the first line of libtorch's message: libtorch appends a
+    /// C++ backtrace of several kilobytes that would bury the reason in a log.
+    /// The whole text stays available as the error's
+    /// [`source`](std::error::Error::source) (which `anyhow`'s `{:#}` prints)
+    /// and in `{:?}`.
+    #[error("libtorch: {}", first_line(.0))]
     Torch(#[from] tch::TchError),
+}
+
+/// The first non-empty line of a libtorch error: its reason without the backtrace.
+fn first_line(err: &tch::TchError) -> String {
+    let text = err.to_string();
+    text.lines()
+        .map(str::trim)
+        .find(|line| !line.is_empty())
+        .unwrap_or_default()
+        .to_owned()
 }
 
 /// What is wrong with a line of a data file (see [`Error::Parse`]).

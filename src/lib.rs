@@ -16,8 +16,8 @@
 //! Both are composable autograd functions over libtorch tensors
 //! ([`tch::Tensor`]) with an explicit [`losses::GradientFlow`], beside the
 //! supervised losses (energy, force, denoising), a variance-preserving
-//! coordinate diffusion ([`diffusion`]), metrics ([`metrics`]), the two-stage
-//! training plan ([`schedule`]) and fitted atomic reference energies.
+//! coordinate diffusion ([`diffusion`]), metrics ([`metrics`]) and fitted
+//! atomic reference energies.
 //!
 //! ## Conventions
 //! - Units: Å, eV, eV/Å, K; `k_B` = [`units::KB_EV_PER_K`].
@@ -73,6 +73,7 @@
 
 mod batch;
 mod check;
+mod convert;
 mod energy;
 mod error;
 
@@ -83,7 +84,6 @@ pub mod geometry;
 pub mod losses;
 pub mod metrics;
 pub mod reference;
-pub mod schedule;
 pub mod testing;
 pub mod units;
 

@@ -123,7 +123,7 @@ pub fn energy_gap<E: EnergyModel + ?Sized>(
     reference: &Tensor,
     layout: &BatchLayout,
 ) -> Result<Tensor> {
-    let mut finite = check::Finite::new(check::Checks::Full);
+    let mut finite = check::Finite::full();
     finite.atoms3("pred", pred, layout)?;
     finite.atoms3("reference", reference, layout)?;
     check::same_kind("reference", reference, pred.kind())?;

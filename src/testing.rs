@@ -20,7 +20,7 @@ use std::fmt;
 use tch::{Kind, Tensor};
 
 use crate::batch::BatchLayout;
-use crate::energy::{grads_or_zeros, EnergyModel};
+use crate::energy::{grads_or_zeros, Backward, EnergyModel};
 use crate::error::{Error, Result};
 use crate::geometry::{pairs_within, safe_norm};
 
@@ -137,7 +137,7 @@ where
         .map(|x| x.detach().copy().set_requires_grad(true))
         .collect();
     let out = scalar_output(&f, &leaves)?;
-    let analytic: Vec<Vec<f64>> = grads_or_zeros(&out, &leaves, false)?
+    let analytic: Vec<Vec<f64>> = grads_or_zeros(&out, &leaves, Backward::Free)?
         .iter()
         .map(|g| Ok(Vec::<f64>::try_from(g.f_reshape([-1])?)?))
         .collect::<Result<_>>()?;
@@ -214,7 +214,10 @@ where
             .collect();
         let out = scalar_output(&f, &leaves)?;
         let mut total = Tensor::f_zeros([], (Kind::Double, out.device()))?;
-        for (g, w) in grads_or_zeros(&out, &leaves, true)?.iter().zip(&weights) {
+        for (g, w) in grads_or_zeros(&out, &leaves, Backward::CreateGraph)?
+            .iter()
+            .zip(&weights)
+        {
             total = total.f_add(&g.f_mul(w)?.f_sum(Kind::Double)?)?;
         }
         Ok(total)

@@ -138,7 +138,12 @@ fn weighted_mean_by_hand() -> Result<()> {
     // No labelled weight: a zero with a graph, not NaN.
     let w0 = Tensor::from_slice(&[0.0f64, 1.0, 0.0]);
     let pred_leaf = pred.set_requires_grad(true);
-    let per = EnergyLoss::default().forward_per_molecule(&pred_leaf, &target, Some(&mask), &layout)?;
+    let per = EnergyLoss::new(EnergyMetric::Mse).unwrap().forward_per_molecule(
+        &pred_leaf,
+        &target,
+        Some(&mask),
+        &layout,
+    )?;
     let zero = per.weighted_mean(&w0)?;
     assert_eq!(zero.double_value(&[]), 0.0);
     zero.backward();
@@ -151,7 +156,9 @@ fn weights_are_validated() -> Result<()> {
     single_thread();
     let layout = physcon::BatchLayout::from_counts(&[1, 1], tch::Device::Cpu)?;
     let x = Tensor::from_slice(&[1.0f64, 2.0]);
-    let per = EnergyLoss::default().forward_per_molecule(&x, &x, None, &layout)?;
+    let per = EnergyLoss::new(EnergyMetric::Mse)
+        .unwrap()
+        .forward_per_molecule(&x, &x, None, &layout)?;
     let cases: [(Tensor, &str); 5] = [
         (Tensor::from_slice(&[1.0f64, -1.0]), "InvalidArgument"),
         (Tensor::from_slice(&[1.0f64, f64::NAN]), "InvalidArgument"),
@@ -180,7 +187,9 @@ fn energy_and_forces_is_one_forward_with_both_graphs() -> Result<()> {
     // Energy and force losses through the one forward train the parameters
     // exactly as two separate forwards do.
     let loss = |e: &Tensor, f: &Tensor| -> Result<Tensor> {
-        Ok(EnergyLoss::default().forward(e, &c.q, None, layout)?
+        Ok(EnergyLoss::new(EnergyMetric::Mse)
+            .unwrap()
+            .forward(e, &c.q, None, layout)?
             + ForceLoss::new().forward(f, &c.v, None, layout)?)
     };
     let (_, one) = value_and_grads(loss(&out.energy, &out.forces)?, &[&params]);
@@ -191,6 +200,31 @@ fn energy_and_forces_is_one_forward_with_both_graphs() -> Result<()> {
     assert!(!energy_and_forces(&model, &c.pos, layout, false)?
         .forces
         .requires_grad());
+    Ok(())
+}
+
+/// The energy of `energy_and_forces(.., false)` still trains the model: forces
+/// for monitoring only must not free the graph the energy loss backpropagates
+/// through (it used to: "Trying to backward through the graph a second time").
+#[test]
+fn energy_without_force_graph_keeps_its_graph_to_the_parameters() -> Result<()> {
+    single_thread();
+    let c = common::Case::fixed();
+    let layout = &c.layout;
+    // E_b = (k/2) sum_{i in b} |r_i|^2, so dE_b/dk = (1/2) sum_{i in b} |r_i|^2.
+    let k = Tensor::from(1.7f64).set_requires_grad(true);
+    let well = |pos: &Tensor| layout.sum(&((pos * pos).sum_dim_intlist(1, false, Kind::Double) * &k * 0.5));
+    let out = energy_and_forces(&well, &c.pos, layout, false)?;
+    assert!(!out.forces.requires_grad());
+    let expected_forces = -(&c.pos * 1.7);
+    assert!(max_abs_diff(&out.forces, &expected_forces) < 1e-12);
+    out.energy.sum(Kind::Double).backward();
+    let closed_form = (&c.pos * &c.pos).sum(Kind::Double).double_value(&[]) * 0.5;
+    let got = k.grad().double_value(&[]);
+    assert!(
+        (got - closed_form).abs() <= 1e-12 * closed_form.abs(),
+        "{got} vs {closed_form}"
+    );
     Ok(())
 }
 

@@ -3,8 +3,8 @@
 
 use physcon::diffusion::{q_sample_with, NoiseSchedule};
 use physcon::losses::{
-    score_target, DenoisingLoss, EnergyDescentLoss, EnergyLoss, ForceLoss, Forces, GradientFlow, LossTerms,
-    ScoreConsistency, StationarityLoss,
+    score_target, DenoisingLoss, EnergyDescentLoss, EnergyLoss, EnergyMetric, ForceLoss, Forces,
+    GradientFlow, LossTerms, ScoreConsistency, StationarityLoss,
 };
 use physcon::metrics::kabsch_rmsd;
 use physcon::{forces, BatchLayout, Error, MolBatch, Molecule, Result, Temperature};
@@ -332,21 +332,30 @@ fn dtype_mismatch_in_losses() {
     let e64 = Tensor::from_slice(&[1.0f64, 2.0, 3.0]);
     let e32 = e64.to_kind(Kind::Float);
     expect_err(
-        EnergyLoss::default().forward(&e64, &e32, None, &layout),
+        EnergyLoss::new(EnergyMetric::Mse)
+            .unwrap()
+            .forward(&e64, &e32, None, &layout),
         "Dtype",
         "target",
     );
     expect_err(
-        EnergyLoss::default().forward(&e64, &e64.to_kind(Kind::Int64), None, &layout),
+        EnergyLoss::new(EnergyMetric::Mse)
+            .unwrap()
+            .forward(&e64, &e64.to_kind(Kind::Int64), None, &layout),
         "Dtype",
         "target",
     );
     expect_err(
-        EnergyLoss::default().forward(&e64.to_kind(Kind::Int64), &e64, None, &layout),
+        EnergyLoss::new(EnergyMetric::Mse)
+            .unwrap()
+            .forward(&e64.to_kind(Kind::Int64), &e64, None, &layout),
         "Dtype",
         "pred",
     );
-    assert!(EnergyLoss::default().forward(&e32, &e32, None, &layout).is_ok());
+    assert!(EnergyLoss::new(EnergyMetric::Mse)
+        .unwrap()
+        .forward(&e32, &e32, None, &layout)
+        .is_ok());
     let f64_ = Tensor::ones([6, 3], F64);
     let f32_ = f64_.to_kind(Kind::Float);
     expect_err(
@@ -367,17 +376,23 @@ fn dtype_mismatch_in_losses() {
     assert!(DenoisingLoss::new().forward(&f32_, &f32_, &layout).is_ok());
     // Shapes and finiteness in the same losses.
     expect_err(
-        EnergyLoss::default().forward(&e64, &e64.narrow(0, 0, 2), None, &layout),
+        EnergyLoss::new(EnergyMetric::Mse)
+            .unwrap()
+            .forward(&e64, &e64.narrow(0, 0, 2), None, &layout),
         "Shape",
         "target",
     );
     expect_err(
-        EnergyLoss::default().forward(&(&e64 * f64::NAN), &e64, None, &layout),
+        EnergyLoss::new(EnergyMetric::Mse)
+            .unwrap()
+            .forward(&(&e64 * f64::NAN), &e64, None, &layout),
         "NonFinite",
         "pred",
     );
     expect_err(
-        EnergyLoss::default().forward(&e64, &(&e64 * f64::INFINITY), None, &layout),
+        EnergyLoss::new(EnergyMetric::Mse)
+            .unwrap()
+            .forward(&e64, &(&e64 * f64::INFINITY), None, &layout),
         "NonFinite",
         "target",
     );
@@ -401,7 +416,8 @@ fn mask_validation() {
     let e = Tensor::from_slice(&[1.0f64, 2.0, 3.0]);
     let f = Tensor::ones([6, 3], F64);
     let good = Tensor::from_slice(&[true, false, true]);
-    assert!(EnergyLoss::default()
+    assert!(EnergyLoss::new(EnergyMetric::Mse)
+        .unwrap()
         .forward(&e, &e, Some(&good), &layout)
         .is_ok());
     assert!(ForceLoss::new().forward(&f, &f, Some(&good), &layout).is_ok());
@@ -411,7 +427,9 @@ fn mask_validation() {
         good.to_kind(Kind::Uint8),
     ] {
         expect_err(
-            EnergyLoss::default().forward(&e, &e, Some(&wrong_kind), &layout),
+            EnergyLoss::new(EnergyMetric::Mse)
+                .unwrap()
+                .forward(&e, &e, Some(&wrong_kind), &layout),
             "Dtype",
             "mask",
         );
@@ -426,7 +444,9 @@ fn mask_validation() {
     let short = Tensor::from_slice(&[true, true]);
     for wrong_len in [&atom_mask, &short, &good.reshape([3, 1])] {
         expect_err(
-            EnergyLoss::default().forward(&e, &e, Some(wrong_len), &layout),
+            EnergyLoss::new(EnergyMetric::Mse)
+                .unwrap()
+                .forward(&e, &e, Some(wrong_len), &layout),
             "Shape",
             "mask",
         );
@@ -804,13 +824,17 @@ fn device_mismatch_when_cuda_is_available() -> Result<()> {
     );
     let e = Tensor::from_slice(&[1.0f64, 2.0, 3.0]);
     expect_err(
-        EnergyLoss::default().forward(&e, &e.to_device(cuda), None, &layout),
+        EnergyLoss::new(EnergyMetric::Mse)
+            .unwrap()
+            .forward(&e, &e.to_device(cuda), None, &layout),
         "Device",
         "target",
     );
     let mask = Tensor::from_slice(&[true, true, false]).to_device(cuda);
     expect_err(
-        EnergyLoss::default().forward(&e, &e, Some(&mask), &layout),
+        EnergyLoss::new(EnergyMetric::Mse)
+            .unwrap()
+            .forward(&e, &e, Some(&mask), &layout),
         "Device",
         "mask",
     );
@@ -870,4 +894,17 @@ fn non_finite_energy_gradients_are_caught() -> Result<()> {
         "score loss (the energy's forces)",
     );
     Ok(())
+}
+
+/// libtorch's C++ backtrace stays out of the one-line message but is kept as its source.
+#[test]
+fn libtorch_errors_display_their_reason_without_the_backtrace() {
+    let a = Tensor::zeros([2, 3], (Kind::Double, Device::Cpu));
+    let err: Error = a.f_matmul(&a).expect_err("[2,3] x [2,3] cannot multiply").into();
+    let shown = err.to_string();
+    assert!(shown.starts_with("libtorch: "), "{shown}");
+    assert!(shown.contains("cannot be multiplied"), "{shown}");
+    assert!(!shown.contains('\n') && !shown.contains("frame #"), "{shown}");
+    let source = std::error::Error::source(&err).expect("the full libtorch text");
+    assert!(source.to_string().len() >= shown.len() - "libtorch: ".len());
 }

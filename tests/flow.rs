@@ -24,7 +24,7 @@ use common::{max_abs_diff, single_thread};
 use physcon::diffusion::{q_sample_with, NoiseLevel, NoiseSchedule};
 use physcon::geometry::{distances, pairs_within};
 use physcon::losses::{
-    DenoisingLoss, EnergyDescentLoss, EnergyLoss, ForceLoss, Forces, GradientFlow, PerMolecule,
+    DenoisingLoss, EnergyDescentLoss, EnergyLoss, EnergyMetric, ForceLoss, Forces, GradientFlow, PerMolecule,
     ScoreConsistency, StationarityLoss,
 };
 use physcon::{BatchLayout, Result};
@@ -374,7 +374,7 @@ fn supervised_targets_and_weights_are_constants() {
         (
             "energy",
             Box::new(|e: &Tensor, target: &Tensor, _h: &Heads| {
-                EnergyLoss::default().forward_per_molecule(e, target, Some(&mask), layout)
+                EnergyLoss::new(EnergyMetric::Mse)?.forward_per_molecule(e, target, Some(&mask), layout)
             }),
         ),
         (

@@ -9,7 +9,7 @@ use ndarray_npy::NpzReader;
 use physcon::array::{atom_vectors, molecule_values};
 use physcon::data::{read_extxyz, Dataset, LabelledBatch};
 use physcon::diffusion::NoiseSchedule;
-use physcon::losses::EnergyLoss;
+use physcon::losses::{EnergyLoss, EnergyMetric};
 use physcon::ndarray::{array, s, Array1, Array2, Array3, ArrayView1, Axis};
 use physcon::{BatchLayout, Error, MolBatch, Molecule};
 use tch::{Device, Kind, Tensor};
@@ -167,7 +167,8 @@ fn labelled_batches_from_arrays_mask_nan_labels() {
     assert_eq!(labelled.mol_ids, ["0", "1"]);
     // Per-molecule losses leave as an array with NaN where the label is missing.
     let pred = Tensor::from_slice(&[-30.5f64, 7.0]);
-    let per = EnergyLoss::default()
+    let per = EnergyLoss::new(EnergyMetric::Mse)
+        .unwrap()
         .forward_per_molecule(&pred, &labelled.energy, Some(&labelled.energy_mask), layout)
         .unwrap();
     let host = per.to_array().unwrap();

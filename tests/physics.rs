@@ -7,8 +7,8 @@ mod common;
 use common::{raw_case, rotation, shuffled, single_thread, Morse};
 use physcon::diffusion::{q_sample_with, NoiseSchedule};
 use physcon::losses::{
-    DenoisingLoss, EnergyDescentLoss, EnergyLoss, ForceLoss, Forces, GradientFlow, ScoreConsistency,
-    StationarityLoss,
+    DenoisingLoss, EnergyDescentLoss, EnergyLoss, EnergyMetric, ForceLoss, Forces, GradientFlow,
+    ScoreConsistency, StationarityLoss,
 };
 use physcon::testing::{PairEnergy, PairPotential};
 use physcon::{BatchLayout, EnergyModel, Result};
@@ -243,7 +243,8 @@ fn loss_values(layout: &BatchLayout, f: &Fields) -> Result<Vec<f64>> {
     let noised = q_sample_with(&schedule, &f.pos, &f.t, &f.u, layout)?;
     let generated = &f.pos + &f.v * 0.1;
     let losses = [
-        EnergyLoss::default()
+        EnergyLoss::new(EnergyMetric::Mse)
+            .unwrap()
             .per_atom(true)
             .forward(&f.p, &f.q, Some(&f.mask), layout)?,
         ForceLoss::new().forward(&f.u, &f.v, Some(&f.mask), layout)?,

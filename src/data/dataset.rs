@@ -4,9 +4,9 @@ use std::path::Path;
 use ndarray::{aview2, Array1, Array2, ArrayView1, ArrayView2};
 use tch::{Device, Kind, Tensor};
 
-use crate::array;
 use crate::batch::{MolBatch, Molecule};
 use crate::check;
+use crate::convert;
 use crate::data::extxyz::{read_extxyz, Frame};
 use crate::error::{Error, ParseError, Result};
 
@@ -263,9 +263,9 @@ impl LabelledBatch {
         let force_mask = force_mask(&forces, &batch)?;
         let (kind, device) = (batch.pos().kind(), batch.layout().device());
         Ok(Self {
-            energy: array::tensor(&energy)?.f_to_kind(kind)?.f_to_device(device)?,
+            energy: convert::tensor(&energy)?.f_to_kind(kind)?.f_to_device(device)?,
             energy_mask: Tensor::from_slice(&energy_mask).f_to_device(device)?,
-            forces: array::tensor(&forces)?.f_to_kind(kind)?.f_to_device(device)?,
+            forces: convert::tensor(&forces)?.f_to_kind(kind)?.f_to_device(device)?,
             force_mask: Tensor::from_slice(&force_mask).f_to_device(device)?,
             mol_ids: (0..b).map(|m| m.to_string()).collect(),
             levels: vec![String::new(); b as usize],

@@ -205,9 +205,15 @@ fn one_per_molecule(arg: &'static str, t: &Tensor) -> Result<()> {
 /// of `R_t = a R_0 + s eps`, and the step `t: [B]` when a [`NoiseSchedule`] made it.
 ///
 /// Made by [`NoiseSchedule::level`] for physcon's own diffusion, or from the
-/// user's own noising: [`NoiseLevel::new`] for any `(a, s)` (a variance-preserving
-/// schedule of their own, `a² + s² = 1`), [`NoiseLevel::sigma_only`] for a
-/// variance-exploding (EDM-style) `R_sigma = R_0 + sigma eps`, which is `a = 1`.
+/// user's own noising: [`NoiseLevel::new`] for any positive `(a, s)`,
+/// [`NoiseLevel::sigma_only`] for a variance-exploding (EDM-style)
+/// `R_sigma = R_0 + sigma eps`, which is `a = 1`.
+///
+/// Nothing assumes `a² + s² = 1`: every use is written for the general
+/// `R_t = a R_0 + s eps` (the score target is `eps* = -(s/a) F/kT`, the clean
+/// estimate `x0 = (R_t - s eps_hat)/a`), so variance-preserving,
+/// variance-exploding and any other scaling of the user's own diffusion are
+/// all exact.
 #[derive(Debug)]
 pub struct NoiseLevel {
     t: Option<Tensor>,
@@ -226,7 +232,9 @@ impl Clone for NoiseLevel {
 }
 
 impl NoiseLevel {
-    /// The level `R_t = alpha R_0 + sigma eps` of a user's own diffusion, per molecule.
+    /// The level `R_t = alpha R_0 + sigma eps` of a user's own diffusion, per
+    /// molecule, for any positive `alpha` and `sigma` (`alpha² + sigma² = 1` is
+    /// not required: see [`NoiseLevel`]).
     ///
     /// ```
     /// # fn main() -> physcon::Result<()> {

@@ -1,9 +1,9 @@
 use tch::Tensor;
 
 use crate::batch::BatchLayout;
-use crate::check::{self, Checks, Finite};
+use crate::check;
 use crate::error::Result;
-use crate::losses::PerMolecule;
+use crate::losses::{Checks, PerMolecule};
 
 /// Denoising (eps-prediction) loss.
 ///
@@ -58,7 +58,7 @@ impl DenoisingLoss {
         eps: &Tensor,
         layout: &BatchLayout,
     ) -> Result<PerMolecule> {
-        let mut finite = Finite::new(self.checks);
+        let mut finite = self.checks.finite();
         finite.atoms3("eps_hat", eps_hat, layout)?;
         finite.atoms3("eps", eps, layout)?;
         check::same_kind("eps", eps, eps_hat.kind())?;

@@ -54,17 +54,45 @@ mod terms;
 use ndarray::Array1;
 use tch::Tensor;
 
-pub use crate::check::Checks;
 pub use denoising::DenoisingLoss;
 pub use optimality::{EnergyDescentLoss, StationarityLoss};
 pub use score::{score_target, Forces, ScoreConsistency};
 pub use supervised::{EnergyLoss, EnergyMetric, ForceLoss};
 pub use terms::{LossTerms, TermValue};
 
-use crate::array;
 use crate::batch::BatchLayout;
 use crate::check;
+use crate::convert;
 use crate::error::{Error, Result};
+
+/// How much a loss checks of the values (not the shapes) of its tensors.
+///
+/// Shape, dtype, device and graph checks read only tensor metadata and always
+/// run. Finiteness needs the values on the host: with [`Checks::Full`] (the
+/// default) every finiteness check of one loss call is folded into a single
+/// reduction and **one** device-to-host read, at the end of the call (on CUDA,
+/// one synchronisation per loss). [`Checks::Metadata`] skips it, for a trainer
+/// that checks its total loss itself and must not synchronise per term; a
+/// non-finite input then shows up as a non-finite loss instead of an
+/// [`crate::Error::NonFinite`] naming it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Checks {
+    /// Metadata checks, plus finiteness of every input and of the result (one host read).
+    #[default]
+    Full,
+    /// Metadata checks only: no host read.
+    Metadata,
+}
+
+impl Checks {
+    /// The finiteness checks of one loss call under this setting.
+    pub(crate) fn finite(self) -> check::Finite {
+        match self {
+            Checks::Full => check::Finite::full(),
+            Checks::Metadata => check::Finite::skipped(),
+        }
+    }
+}
 
 /// A loss before its reduction over molecules: one value per molecule, `[B]`.
 ///
@@ -74,13 +102,14 @@ use crate::error::{Error, Result};
 ///
 /// ```
 /// # fn main() -> physcon::Result<()> {
-/// use physcon::{losses::EnergyLoss, BatchLayout};
+/// use physcon::losses::{EnergyLoss, EnergyMetric};
+/// use physcon::BatchLayout;
 /// use tch::{Device, Tensor};
 /// let layout = BatchLayout::from_counts(&[1, 1, 1], Device::Cpu)?;
 /// let pred = Tensor::from_slice(&[1.0f64, 2.0, 3.0]);
 /// let target = Tensor::from_slice(&[0.0f64, f64::NAN, 0.0]);
 /// let labelled = Tensor::from_slice(&[true, false, true]);
-/// let per = EnergyLoss::default().forward_per_molecule(&pred, &target, Some(&labelled), &layout)?;
+/// let per = EnergyLoss::new(EnergyMetric::Mse)?.forward_per_molecule(&pred, &target, Some(&labelled), &layout)?;
 /// assert_eq!(Vec::<f64>::try_from(per.values())?, vec![1.0, 0.0, 9.0]);
 /// assert_eq!(per.mean()?.double_value(&[]), 5.0);
 /// // Weights count only where labelled: (1 * 1 + 3 * 9) / (1 + 3).
@@ -128,10 +157,10 @@ impl PerMolecule {
     /// Only libtorch's.
     pub fn to_array(&self) -> Result<Array1<f64>> {
         match &self.labelled {
-            None => array::host(&self.values),
+            None => convert::host(&self.values),
             Some(mask) => {
                 let missing = self.values.f_full_like(f64::NAN)?;
-                array::host(&self.values.detach().f_where_self(mask, &missing)?)
+                convert::host(&self.values.detach().f_where_self(mask, &missing)?)
             }
         }
     }
@@ -160,6 +189,10 @@ impl PerMolecule {
     /// `sum_b w_b m_b l_b / sum_b w_b m_b`: the weighted mean over labelled
     /// molecules, for per-molecule importance (dataset or level weights). When
     /// no labelled molecule has weight, a zero that keeps the graph.
+    ///
+    /// The weights are constants: they receive no gradient, even when they
+    /// carry a graph (as labels and masks do not). To learn weights, multiply
+    /// [`PerMolecule::values`] by them yourself.
     ///
     /// # Shapes
     /// `weights`: `[B]`, the dtype and device of the values, finite and `>= 0`.

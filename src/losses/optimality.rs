@@ -1,10 +1,10 @@
 use tch::Tensor;
 
 use crate::batch::BatchLayout;
-use crate::check::{self, Checks, Finite};
-use crate::energy::{energy_and_grad, evaluate, grad_or_zeros, leaf_copy, EnergyModel};
+use crate::check::{self, Finite};
+use crate::energy::{energy_and_grad, evaluate, grad_or_zeros, leaf_copy, Backward, EnergyModel};
 use crate::error::Result;
-use crate::losses::{surrogate, GradientFlow, PerMolecule};
+use crate::losses::{surrogate, Checks, GradientFlow, PerMolecule};
 
 /// Optimality consistency, the literal law: the energy gradient vanishes at equilibrium.
 ///
@@ -99,10 +99,10 @@ impl StationarityLoss {
         layout: &BatchLayout,
         reduce: Reduce,
     ) -> Result<Tensor> {
-        let mut finite = Finite::new(self.checks);
+        let mut finite = self.checks.finite();
         finite.atoms3("structure", structure, layout)?;
         let value = with_flow(self.flow, structure, layout, reduce, &mut finite, |x, finite| {
-            let (_, grad) = energy_and_grad(energy, x, layout, true, finite)?;
+            let (_, grad) = energy_and_grad(energy, x, layout, Backward::CreateGraph, finite)?;
             let per_atom = grad.f_square()?.f_sum_dim_intlist(1, false, x.kind())?;
             layout.mean_unchecked(&per_atom)
         })?;
@@ -193,7 +193,7 @@ impl EnergyDescentLoss {
         layout: &BatchLayout,
         reduce: Reduce,
     ) -> Result<Tensor> {
-        let mut finite = Finite::new(self.checks);
+        let mut finite = self.checks.finite();
         finite.atoms3("structure", structure, layout)?;
         finite.atoms3("reference", reference, layout)?;
         check::same_kind("reference", reference, structure.kind())?;
@@ -259,7 +259,7 @@ fn with_flow(
             } else {
                 value.f_sum(value.kind())?
             };
-            let v = grad_or_zeros(&total, &x, false)?;
+            let v = grad_or_zeros(&total, &x, Backward::Free)?;
             surrogate(&value, &v, structure, layout)
         }
     }

@@ -1,12 +1,12 @@
 use tch::Tensor;
 
 use crate::batch::BatchLayout;
-use crate::check::{self, Checks, Finite};
+use crate::check;
 use crate::diffusion::NoiseLevel;
-use crate::energy::{energy_and_grad, leaf_copy, EnergyModel};
+use crate::energy::{energy_and_grad, leaf_copy, Backward, EnergyModel};
 use crate::error::{Error, Result};
 use crate::losses::denoising::squared_error_per_molecule;
-use crate::losses::{GradientFlow, PerMolecule};
+use crate::losses::{Checks, GradientFlow, PerMolecule};
 
 /// Where score consistency takes the forces `F(R)` of the clean structure from.
 #[derive(Clone, Copy)]
@@ -178,7 +178,7 @@ impl ScoreConsistency {
         forces: Forces<'_>,
         layout: &BatchLayout,
     ) -> Result<PerMolecule> {
-        let mut finite = Finite::new(self.checks);
+        let mut finite = self.checks.finite();
         finite.atoms3("eps_hat", eps_hat, layout)?;
         // The level fixes the dtype: it was made for the coordinates it scales.
         let kind = level.alpha().kind();
@@ -208,7 +208,13 @@ impl ScoreConsistency {
                 } else {
                     leaf_copy(at)
                 };
-                let (_, grad) = energy_and_grad(energy, &x, layout, energy_learns, &mut finite)?;
+                let (_, grad) = energy_and_grad(
+                    energy,
+                    &x,
+                    layout,
+                    Backward::create_graph_if(energy_learns),
+                    &mut finite,
+                )?;
                 grad.f_neg()?
             }
         };

@@ -1,9 +1,9 @@
 use tch::Tensor;
 
 use crate::batch::BatchLayout;
-use crate::check::{self, Checks, Finite};
+use crate::check::{self, Finite};
 use crate::error::Result;
-use crate::losses::{zero_outside, PerMolecule};
+use crate::losses::{zero_outside, Checks, PerMolecule};
 
 /// The per-molecule error function of [`EnergyLoss`].
 #[derive(Debug, Clone, Copy, PartialEq, Default)]
@@ -42,7 +42,10 @@ pub enum EnergyMetric {
 /// assert_eq!(loss.double_value(&[]), (0.25 + 4.0) / 2.0);
 /// # Ok(()) }
 /// ```
-#[derive(Debug, Clone, Copy, PartialEq, Default)]
+///
+/// Built only by [`EnergyLoss::new`], which validates the metric: there is no
+/// `Default` that could skip it.
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub struct EnergyLoss {
     metric: EnergyMetric,
     per_atom: bool,
@@ -60,7 +63,8 @@ impl EnergyLoss {
         }
         Ok(Self {
             metric,
-            ..Self::default()
+            per_atom: false,
+            checks: Checks::default(),
         })
     }
 
@@ -71,11 +75,6 @@ impl EnergyLoss {
     }
 
     setter!(checks);
-
-    /// The error function.
-    pub fn metric(&self) -> EnergyMetric {
-        self.metric
-    }
 
     /// The scalar loss: [`EnergyLoss::forward_per_molecule`] averaged over labelled molecules.
     ///
@@ -108,7 +107,7 @@ impl EnergyLoss {
         mask: Option<&Tensor>,
         layout: &BatchLayout,
     ) -> Result<PerMolecule> {
-        let mut finite = Finite::new(self.checks);
+        let mut finite = self.checks.finite();
         let target = checked_labels(&mut finite, pred, target, mask, layout, Level::Molecule)?;
         let mut err = pred.f_sub(&target)?;
         if self.per_atom {
@@ -194,7 +193,7 @@ impl ForceLoss {
         mask: Option<&Tensor>,
         layout: &BatchLayout,
     ) -> Result<PerMolecule> {
-        let mut finite = Finite::new(self.checks);
+        let mut finite = self.checks.finite();
         let target = checked_labels(&mut finite, pred, target, mask, layout, Level::Atom)?;
         let per_atom = pred
             .f_sub(&target)?

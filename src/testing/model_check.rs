@@ -8,7 +8,7 @@ use tch::{Device, Kind, Tensor};
 use super::{gradcheck, gradgradcheck, rotation, GradcheckOptions, GradcheckReport};
 use crate::batch::MolBatch;
 use crate::check;
-use crate::energy::{energy_and_forces, evaluate, grad_or_zeros, leaf_copy};
+use crate::energy::{energy_and_forces, evaluate, grad_or_zeros, leaf_copy, Backward};
 use crate::error::{Error, Result};
 
 /// An absolute and a relative tolerance: a difference passes when it is at
@@ -597,13 +597,13 @@ where
 
     let leaf = leaf_copy(batch.pos());
     let surface = |pos: &Tensor| model(&batch.with_pos(pos)?);
-    let mut finite = check::Finite::new(check::Checks::Full);
+    let mut finite = check::Finite::full();
     let energy_of = evaluate(&surface, &leaf, batch.layout(), &mut finite)?;
     finite.finish()?;
     let mut leak = 0.0f64;
     for m in 0..b {
-        // create_graph keeps the forward's graph for the next molecule's backward.
-        let grad = grad_or_zeros(&energy_of.f_select(0, m)?, &leaf, true)?;
+        // The forward's graph serves every molecule's backward.
+        let grad = grad_or_zeros(&energy_of.f_select(0, m)?, &leaf, Backward::KeepForward)?;
         let outside = batch.layout().batch().f_ne(m)?.f_unsqueeze(1)?;
         let largest = grad.f_mul(&outside)?.f_abs()?.f_max()?.f_double_value(&[])?;
         leak = if largest.is_nan() {
@@ -672,7 +672,7 @@ where
 {
     let leaf = leaf_copy(x);
     let energy = total(std::slice::from_ref(&leaf))?;
-    let grad = grad_or_zeros(&energy, &leaf, true)?;
-    let hvp = grad_or_zeros(&grad.f_mul(v)?.f_sum(Kind::Double)?, &leaf, false)?;
+    let grad = grad_or_zeros(&energy, &leaf, Backward::CreateGraph)?;
+    let hvp = grad_or_zeros(&grad.f_mul(v)?.f_sum(Kind::Double)?, &leaf, Backward::Free)?;
     Ok((grad.detach(), hvp))
 }

@@ -5,11 +5,11 @@
 //! before it, which is what lets a resumed run continue exactly.
 
 use physcon::data::{splitmix64, Dataset, LabelledBatch};
-use physcon::schedule::LossWeights;
 use physcon::{AtomicReferences, Error, Result};
 use tch::{Device, Kind};
 
 use crate::model::Graph;
+use crate::plan::{LossWeights, TrainingPlan};
 
 /// The training frames: cheap-level structures with accurate energies, and off-equilibrium frames.
 pub struct TrainData {
@@ -30,6 +30,27 @@ impl TrainData {
             });
         }
         Ok(data)
+    }
+
+    /// Refuses a plan that weights forces or score consistency when there are
+    /// no off-equilibrium frames to train them on (they would be dropped silently).
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] naming the stage and the terms.
+    pub fn check_plan(&self, plan: &TrainingPlan) -> Result<()> {
+        for (stage, weights) in [("stage1", &plan.stage1), ("stage2", &plan.stage2)] {
+            if weights.uses_offeq() && self.offeq.is_empty() {
+                return Err(Error::InvalidArgument {
+                    arg: stage,
+                    reason: format!(
+                        "force weight {} and score weight {}: both need `xtb-perturbed` frames, \
+                         and the training split has none",
+                        weights.force, weights.score
+                    ),
+                });
+            }
+        }
+        Ok(())
     }
 
     /// Atomic reference energies from the cheap-level frames' energies.
@@ -80,7 +101,14 @@ impl StepBatches {
             Device::Cpu,
         )?;
         let g = Graph::new(&structures.batch, kind)?;
-        let offeq = if (weights.force > 0.0 || weights.score > 0.0) && !data.offeq.is_empty() {
+        let offeq = if weights.uses_offeq() {
+            if data.offeq.is_empty() {
+                return Err(Error::InvalidArgument {
+                    arg: "data",
+                    reason: "the step weights forces or score consistency, and there are no `xtb-perturbed` frames"
+                        .into(),
+                });
+            }
             let indices = batch_indices(&data.offeq, batch_size, seed ^ 0x0ffe, step)?;
             let b = data.offeq.batch(&indices, kind, Device::Cpu)?;
             let g2 = Graph::new(&b.batch, kind)?;

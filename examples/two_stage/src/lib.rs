@@ -16,6 +16,7 @@
 //!
 //! The parts, in the order a training step uses them:
 //!
+//! - [`plan`]: the two stages' loss terms, weights and learning rate;
 //! - [`settings`]: presets and overrides, and their `key = value` text;
 //! - [`model`]: the reference model (shared encoder, energy and eps heads);
 //! - [`data`]: the training frames and the batches of each step;
@@ -38,6 +39,7 @@ pub mod model;
 pub mod npz;
 pub mod objective;
 pub mod optim;
+pub mod plan;
 pub mod relax;
 pub mod report;
 pub mod settings;

@@ -10,9 +10,7 @@ use physcon::{Error, Result};
 
 use crate::checkpoint::Checkpoint;
 use crate::objective::Arm;
-
-/// The loss terms of the CSV's columns, in order.
-pub const LOG_TERMS: [&str; 5] = ["energy", "denoising", "force", "optimality", "score"];
+use crate::plan::Term;
 
 /// What one training step logs.
 pub struct StepRecord<'a> {
@@ -51,7 +49,7 @@ impl Log {
             writeln!(
                 file,
                 "arm,step,lr,total,grad_norm,{},seconds",
-                LOG_TERMS.join(",")
+                Term::ALL.map(Term::name).join(",")
             )
             .map_err(io)?;
         }
@@ -71,7 +69,7 @@ impl Log {
                 .map(|t| format!("{:.6e}", t.value))
                 .unwrap_or_default()
         };
-        let cells: Vec<String> = LOG_TERMS.iter().map(|n| cell(n)).collect();
+        let cells: Vec<String> = Term::ALL.iter().map(|t| cell(t.name())).collect();
         // One write per row: a kill between writes leaves whole rows, never a part.
         let row = format!(
             "{},{},{:.3e},{:.6e},{:.4e},{},{:.4}\n",
@@ -113,7 +111,7 @@ pub fn cut_to_checkpoints(path: &Path, out: &Path, stage1_steps: u64) -> Result<
         };
         restart.push((arm.name(), step));
     }
-    let columns = LOG_TERMS.len() + 6;
+    let columns = Term::ALL.len() + 6;
     let mut kept = String::new();
     for (k, line) in text.split_inclusive('\n').enumerate() {
         let whole = line.ends_with('\n') && line.split(',').count() == columns;

@@ -9,15 +9,15 @@
 use physcon::data::LabelledBatch;
 use physcon::diffusion::{q_sample, x0_from_eps, NoiseSchedule, Noised};
 use physcon::losses::{
-    DenoisingLoss, EnergyDescentLoss, EnergyLoss, ForceLoss, Forces, LossTerms, ScoreConsistency,
-    StationarityLoss,
+    DenoisingLoss, EnergyDescentLoss, EnergyLoss, EnergyMetric, ForceLoss, Forces, LossTerms,
+    ScoreConsistency, StationarityLoss,
 };
-use physcon::schedule::{LossWeights, TrainingPlan};
-use physcon::{energy_and_forces, Error, Result};
+use physcon::{energy_and_forces, EnergyModel, Error, Result};
 use tch::{Device, Kind, Tensor};
 
 use crate::data::StepBatches;
 use crate::model::{Graph, Model};
+use crate::plan::{LossWeights, Term, TrainingPlan};
 use crate::settings::{OptimalityForm, Settings};
 
 /// Which stage-2 losses a run uses.
@@ -131,11 +131,48 @@ pub struct Draws {
     pub score: Option<Drawn>,
 }
 
+/// Optimality consistency in the form the settings choose.
+enum OptimalityLoss {
+    Stationarity(StationarityLoss),
+    Descent(EnergyDescentLoss),
+}
+
+/// The example's losses, built once from the settings (each validates its own).
+pub struct Losses {
+    energy: EnergyLoss,
+    force: ForceLoss,
+    denoising: DenoisingLoss,
+    optimality: OptimalityLoss,
+    score: ScoreConsistency,
+}
+
+impl Losses {
+    /// Per-atom MSE energy, force MSE, denoising, optimality consistency in
+    /// `settings.optimality`'s form, score consistency at `settings.kt`; every
+    /// consistency loss with the default flow (`ToStructure`).
+    ///
+    /// # Errors
+    /// [`Error::NonPositive`] for a `kt` that is not positive and finite.
+    pub fn new(settings: &Settings) -> Result<Self> {
+        Ok(Self {
+            energy: EnergyLoss::new(EnergyMetric::Mse)?.per_atom(true),
+            force: ForceLoss::new(),
+            denoising: DenoisingLoss::new(),
+            optimality: match settings.optimality {
+                OptimalityForm::Stationarity => OptimalityLoss::Stationarity(StationarityLoss::new()),
+                OptimalityForm::EnergyDescent => OptimalityLoss::Descent(EnergyDescentLoss::new()),
+            },
+            score: ScoreConsistency::new(settings.kt)?,
+        })
+    }
+}
+
 /// The losses of the two-stage example for one model.
 pub struct Objective<'a> {
     pub model: &'a Model,
     pub settings: &'a Settings,
     pub schedule: &'a NoiseSchedule,
+    pub losses: &'a Losses,
 }
 
 impl Objective<'_> {
@@ -150,7 +187,7 @@ impl Objective<'_> {
         with_forces: bool,
     ) -> Result<(Tensor, Option<Tensor>)> {
         let layout = &g.layout;
-        let energy_loss = EnergyLoss::default().per_atom(true);
+        let energy_loss = &self.losses.energy;
         if !with_forces {
             let e = self.model.energy(g, b.batch.pos())?;
             let l_energy = energy_loss.forward(&e, &b.energy, Some(&b.energy_mask), layout)?;
@@ -158,7 +195,10 @@ impl Objective<'_> {
         }
         let out = energy_and_forces(&self.model.energy_model(g), b.batch.pos(), layout, true)?;
         let l_energy = energy_loss.forward(&out.energy, &b.energy, Some(&b.energy_mask), layout)?;
-        let l_force = ForceLoss::new().forward(&out.forces, &b.forces, Some(&b.force_mask), layout)?;
+        let l_force = self
+            .losses
+            .force
+            .forward(&out.forces, &b.forces, Some(&b.force_mask), layout)?;
         Ok((l_energy, Some(l_force)))
     }
 
@@ -177,11 +217,11 @@ impl Objective<'_> {
         let t = t_small.where_self(&pick_small, &t_all);
         let noised = q_sample(self.schedule, b.batch.pos(), &t, layout)?;
         let eps_hat = self.model.eps(g, noised.x_t(), &t)?;
-        let loss = DenoisingLoss::new().forward(&eps_hat, noised.eps(), layout)?;
+        let loss = self.losses.denoising.forward(&eps_hat, noised.eps(), layout)?;
         Ok((loss, Drawn::new(t, &noised)))
     }
 
-    /// Optimality consistency (`settings.optimality`, flow `ToStructure`) of the
+    /// Optimality consistency (in the settings' form, flow `ToStructure`) of the
     /// one-step structure `x0_hat(R_t)` at t in `optimality_t`; with what it drew.
     pub fn optimality(&self, b: &LabelledBatch, g: &Graph) -> Result<(Tensor, Drawn)> {
         let layout = &g.layout;
@@ -195,11 +235,10 @@ impl Objective<'_> {
         let eps_hat = self.model.eps(g, noised.x_t(), &t)?;
         let generated = x0_from_eps(noised.x_t(), &eps_hat, noised.level(), layout)?;
         let energy = self.model.energy_model(g);
-        let l = match self.settings.optimality {
-            OptimalityForm::Stationarity => StationarityLoss::new().forward(&energy, &generated, layout)?,
-            OptimalityForm::EnergyDescent => {
-                EnergyDescentLoss::new().forward(&energy, &generated, pos, layout)?
-            }
+        let energy: &dyn EnergyModel = &energy;
+        let l = match &self.losses.optimality {
+            OptimalityLoss::Stationarity(loss) => loss.forward(energy, &generated, layout)?,
+            OptimalityLoss::Descent(loss) => loss.forward(energy, &generated, pos, layout)?,
         };
         Ok((l, Drawn::new(t, &noised)))
     }
@@ -218,7 +257,10 @@ impl Objective<'_> {
             energy: &energy,
             at: noised.x0(),
         };
-        let l = ScoreConsistency::new(self.settings.kt)?.forward(&eps_hat, noised.level(), forces, layout)?;
+        let l = self
+            .losses
+            .score
+            .forward(&eps_hat, noised.level(), forces, layout)?;
         Ok((l, Drawn::new(t, &noised)))
     }
 
@@ -236,9 +278,11 @@ impl Objective<'_> {
         let mut l_force: Vec<Tensor> = force.into_iter().collect();
 
         let (l, drawn) = self.denoising(structures, g)?;
-        terms.push("denoising", weights.denoising, l)?;
+        terms.push(Term::Denoising.name(), weights.denoising, l)?;
         draws.denoising = Some(drawn);
 
+        // The batches hold off-equilibrium frames exactly when the weights use
+        // them (`LossWeights::uses_offeq`): forces, score consistency, or both.
         if let (Some((b, g2)), true) = (offeq, with_forces) {
             let (l2, f2) = self.energy_force(b, g2, true)?;
             l_force.extend(f2);
@@ -246,18 +290,22 @@ impl Objective<'_> {
         }
         let n = l_force.len() as f64;
         if let Some(sum) = l_force.into_iter().reduce(|a, b| a + b) {
-            terms.push("force", weights.force, sum / n)?;
+            terms.push(Term::Force.name(), weights.force, sum / n)?;
         }
-        terms.push("energy", weights.energy, l_energy)?;
+        terms.push(Term::Energy.name(), weights.energy, l_energy)?;
 
         if weights.optimality > 0.0 {
             let (l, drawn) = self.optimality(structures, g)?;
-            terms.push("optimality", weights.optimality, l)?;
+            terms.push(Term::Optimality.name(), weights.optimality, l)?;
             draws.optimality = Some(drawn);
         }
-        if let (Some((b, g2)), true) = (offeq, weights.score > 0.0) {
+        if weights.score > 0.0 {
+            let (b, g2) = offeq.as_ref().ok_or_else(|| Error::InvalidArgument {
+                arg: "batches",
+                reason: "score consistency is weighted but the step drew no off-equilibrium frames".into(),
+            })?;
             let (l, drawn) = self.score(b, g2)?;
-            terms.push("score", weights.score, l)?;
+            terms.push(Term::Score.name(), weights.score, l)?;
             draws.score = Some(drawn);
         }
         Ok((terms, draws))

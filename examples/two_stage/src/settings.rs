@@ -6,7 +6,7 @@ use std::fmt::Display;
 use std::ops::RangeInclusive;
 use std::str::FromStr;
 
-use physcon::schedule::{LossWeights, TrainingPlan};
+use crate::plan::{LossWeights, TrainingPlan};
 use physcon::{Error, Result, Temperature};
 
 use crate::model::ModelConfig;

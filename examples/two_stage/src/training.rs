@@ -11,7 +11,6 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use physcon::diffusion::NoiseSchedule;
-use physcon::schedule::LossWeights;
 use physcon::{Error, Result};
 use tch::nn::VarStore;
 use tch::{Device, Kind};
@@ -20,8 +19,9 @@ use crate::checkpoint::{self, Checkpoint, CheckpointMeta};
 use crate::data::{mix, StepBatches, TrainData};
 use crate::log::{progress, Log, StepRecord};
 use crate::model::Model;
-use crate::objective::{Arm, Objective};
+use crate::objective::{Arm, Losses, Objective};
 use crate::optim::Adam;
+use crate::plan::LossWeights;
 use crate::settings::Settings;
 
 /// The RNG salt of an arm's steps (stage 1 and each stage-2 arm draw independently).
@@ -49,12 +49,15 @@ pub struct Trainer {
     step: u64,
     seed: u64,
     schedule: NoiseSchedule,
+    losses: Losses,
 }
 
 impl Trainer {
     /// A fresh model (f32) with atomic references fitted on the training data.
     pub fn new(settings: Settings, seed: u64, data: &TrainData) -> Result<Self> {
         settings.plan.validate()?;
+        data.check_plan(&settings.plan)?;
+        let losses = Losses::new(&settings)?;
         tch::manual_seed(mix(seed, 0, 0x1417) as i64);
         let vs = VarStore::new(Device::Cpu);
         let mut model = Model::new(&vs.root(), settings.model, settings.diffusion_steps);
@@ -69,6 +72,7 @@ impl Trainer {
             step: 0,
             seed,
             schedule,
+            losses,
         })
     }
 
@@ -109,6 +113,7 @@ impl Trainer {
             model: &self.model,
             settings: &self.settings,
             schedule: &self.schedule,
+            losses: &self.losses,
         }
     }
 
@@ -298,6 +303,26 @@ mod tests {
     use super::*;
     use crate::settings::Preset;
     use physcon::data::Splits;
+
+    /// Forces and score consistency without off-equilibrium frames are refused
+    /// before training, naming the stage, instead of being dropped from every step.
+    #[test]
+    fn a_plan_that_needs_offeq_frames_is_refused_without_them() {
+        let splits = Splits::read_dir(crate::repo_root().join("data")).unwrap();
+        let equilibrium_only = splits.train.filter(|f| f.level.as_deref() == Some("mmff"));
+        let data = TrainData::new(&equilibrium_only).unwrap();
+        assert!(data.offeq.is_empty());
+        let mut settings = Settings::preset(Preset::Quick).unwrap();
+        let err = Trainer::new(settings.clone(), 0, &data).err().expect("refused");
+        assert!(
+            matches!(&err, Error::InvalidArgument { arg: "stage2", reason } if reason.contains("xtb-perturbed")),
+            "{err}"
+        );
+        // Without those terms the same data train.
+        settings.plan.stage2.force = 0.0;
+        settings.plan.stage2.score = 0.0;
+        assert!(Trainer::new(settings, 0, &data).is_ok());
+    }
 
     /// A run interrupted at a checkpoint and resumed ends with the same weights
     /// and Adam state as the uninterrupted run, in both stages.

@@ -4,8 +4,49 @@
 //! Stage 1 (multi-task) trains energy and denoising; stage 2 adds the force
 //! loss and the two consistency losses. The learning rate warms up linearly
 //! from 0, then decays linearly to `final_lr` at the last step of stage 2.
+//!
+//! The example's own plan, not the library's: a user's trainer has its own.
+//! [`Term`] is the one list of the loss terms; the log's columns, the
+//! settings' keys and the objective's pushes all take their names from it.
 
-use crate::error::{Error, Result};
+use physcon::{Error, Result};
+
+/// A loss term of the example's objective.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Term {
+    /// Energy loss (per atom).
+    Energy,
+    /// Denoising loss.
+    Denoising,
+    /// Force loss.
+    Force,
+    /// Optimality consistency.
+    Optimality,
+    /// Score consistency.
+    Score,
+}
+
+impl Term {
+    /// Every term, in the order of the log's columns.
+    pub const ALL: [Term; 5] = [
+        Term::Energy,
+        Term::Denoising,
+        Term::Force,
+        Term::Optimality,
+        Term::Score,
+    ];
+
+    /// The term's name in logs, settings and checkpoints.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Term::Energy => "energy",
+            Term::Denoising => "denoising",
+            Term::Force => "force",
+            Term::Optimality => "optimality",
+            Term::Score => "score",
+        }
+    }
+}
 
 /// Loss weights of one stage; a zero weight means the term is off.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -23,20 +64,31 @@ pub struct LossWeights {
 }
 
 impl LossWeights {
-    /// The terms with a non-zero weight, by name, in a fixed order.
+    /// The weight of `term`.
+    pub fn get(&self, term: Term) -> f64 {
+        match term {
+            Term::Energy => self.energy,
+            Term::Denoising => self.denoising,
+            Term::Force => self.force,
+            Term::Optimality => self.optimality,
+            Term::Score => self.score,
+        }
+    }
+
+    /// Whether a step with these weights needs off-equilibrium frames: the
+    /// force loss trains on them too, and score consistency only on them.
+    pub fn uses_offeq(&self) -> bool {
+        self.force > 0.0 || self.score > 0.0
+    }
+
+    /// The terms with a non-zero weight, by name, in [`Term::ALL`]'s order.
     pub fn active(&self) -> Vec<(&'static str, f64)> {
         self.named().into_iter().filter(|(_, w)| *w != 0.0).collect()
     }
 
-    /// Every term by name (`energy`, `denoising`, `force`, `optimality`, `score`).
+    /// Every term by name, in [`Term::ALL`]'s order.
     pub fn named(&self) -> [(&'static str, f64); 5] {
-        [
-            ("energy", self.energy),
-            ("denoising", self.denoising),
-            ("force", self.force),
-            ("optimality", self.optimality),
-            ("score", self.score),
-        ]
+        Term::ALL.map(|term| (term.name(), self.get(term)))
     }
 
     fn check(&self, stage: &'static str) -> Result<()> {
@@ -65,7 +117,7 @@ pub enum Stage {
 ///
 /// ```
 /// # fn main() -> physcon::Result<()> {
-/// use physcon::schedule::{Stage, TrainingPlan};
+/// use two_stage::plan::{Stage, TrainingPlan};
 /// let plan = TrainingPlan::paper();
 /// assert_eq!(plan.stage(299_999)?, Stage::MultiTask);
 /// assert_eq!(plan.stage(300_000)?, Stage::Consistency);

@@ -13,8 +13,10 @@ use physcon::{BatchLayout, Error, Result};
 use proptest::prelude::*;
 use tch::{Device, Kind, Tensor};
 
-use common::{batch_from_counts, max_abs_diff, num_molecules, shuffled_batch_vector, shuffled_layout, vals};
-use physcon::testing::rng_lock;
+use common::{
+    batch_from_counts, max_abs_diff, num_molecules, seeded, shuffled_batch_vector, shuffled_layout,
+    single_thread, vals,
+};
 
 /// A batch vector with every molecule present, atoms in random order.
 fn shuffled_batch() -> impl Strategy<Value = Vec<i64>> {
@@ -45,9 +47,7 @@ proptest! {
 
     #[test]
     fn com_free_noise_has_zero_centroid_per_molecule(batch in shuffled_batch(), seed in 0i64..1000) {
-        let _rng = rng_lock();
-        tch::set_num_threads(1);
-        tch::manual_seed(seed);
+        let _rng = seeded(seed);
         let layout = BatchLayout::new(&Tensor::from_slice(&batch), num_molecules(&batch)).unwrap();
         for kind in [Kind::Double, Kind::Float] {
             let eps = com_free_noise(&layout, kind).unwrap();
@@ -67,7 +67,7 @@ proptest! {
 
 #[test]
 fn com_free_noise_rejects_integer_kind() -> Result<()> {
-    tch::set_num_threads(1);
+    single_thread();
     let layout = BatchLayout::from_counts(&[2], Device::Cpu)?;
     assert!(matches!(
         com_free_noise(&layout, Kind::Int64),
@@ -84,9 +84,7 @@ fn com_free_noise_rejects_integer_kind() -> Result<()> {
 /// `sqrt((var_x var_y + cov^2) / S)`. Every check allows 5 standard errors.
 #[test]
 fn q_sample_moments_match_schedule() -> Result<()> {
-    let _rng = rng_lock();
-    tch::set_num_threads(1);
-    tch::manual_seed(20240611);
+    let _rng = seeded(20240611);
     let schedule = NoiseSchedule::cosine(1000)?;
     // (atoms, t) of each molecule type; molecule m has type m % 4.
     let types: [(usize, i64); 4] = [(1, 5), (2, 40), (3, 300), (5, 900)];
@@ -188,9 +186,7 @@ fn q_sample_moments_match_schedule() -> Result<()> {
 
 #[test]
 fn q_sample_is_the_forward_formula() -> Result<()> {
-    let _rng = rng_lock();
-    tch::set_num_threads(1);
-    tch::manual_seed(3);
+    let _rng = seeded(3);
     let schedule = NoiseSchedule::linear(100, 1e-4, 0.02)?;
     let layout = shuffled_layout(&[3, 1, 4], 11)?;
     let batch = vals(&layout.batch().to_kind(Kind::Double));
@@ -254,7 +250,7 @@ fn cosine_f(t: f64, big_t: f64, s: f64) -> f64 {
 
 #[test]
 fn cosine_schedule_shape() -> Result<()> {
-    tch::set_num_threads(1);
+    single_thread();
     let schedule = NoiseSchedule::cosine(1000)?;
     assert_eq!(schedule.steps(), 1000);
     assert_eq!(schedule.kind(), ScheduleKind::Cosine { s: 0.008 });
@@ -283,7 +279,7 @@ fn cosine_schedule_shape() -> Result<()> {
 
 #[test]
 fn linear_schedule_by_hand() -> Result<()> {
-    tch::set_num_threads(1);
+    single_thread();
     let schedule = NoiseSchedule::linear(3, 0.1, 0.3)?;
     assert_eq!(schedule.steps(), 3);
     let expected = [1.0, 0.9, 0.9 * 0.8, 0.9 * 0.8 * 0.7];
@@ -306,7 +302,7 @@ fn linear_schedule_by_hand() -> Result<()> {
 
 #[test]
 fn schedule_rejects_bad_arguments() {
-    tch::set_num_threads(1);
+    single_thread();
     let invalid = |r: Result<NoiseSchedule>, name: &str| match r {
         Err(Error::InvalidArgument { arg, .. }) => assert_eq!(arg, name),
         other => panic!("expected InvalidArgument({name}), got {other:?}"),
@@ -336,7 +332,7 @@ fn schedule_rejects_bad_arguments() {
 
 #[test]
 fn level_checks_t() -> Result<()> {
-    tch::set_num_threads(1);
+    single_thread();
     let schedule = NoiseSchedule::cosine(100)?;
     let level = schedule.level(&Tensor::from_slice(&[1i64, 50, 100]), Kind::Float)?;
     assert_eq!(level.alpha().kind(), Kind::Float);
@@ -382,9 +378,7 @@ fn level_checks_t() -> Result<()> {
 
 #[test]
 fn sample_t_stays_in_range() -> Result<()> {
-    let _rng = rng_lock();
-    tch::set_num_threads(1);
-    tch::manual_seed(7);
+    let _rng = seeded(7);
     let schedule = NoiseSchedule::cosine(1000)?;
     let t = schedule.sample_t(5000, 3..=7, Device::Cpu)?;
     assert_eq!(t.kind(), Kind::Int64);
@@ -415,9 +409,7 @@ fn sample_t_stays_in_range() -> Result<()> {
 
 #[test]
 fn conversions_round_trip() -> Result<()> {
-    let _rng = rng_lock();
-    tch::set_num_threads(1);
-    tch::manual_seed(99);
+    let _rng = seeded(99);
     let schedule = NoiseSchedule::cosine(1000)?;
     let layout = shuffled_layout(&[4, 2, 5], 5)?;
     let x0 = Tensor::randn([11, 3], (Kind::Double, Device::Cpu)) * 1.3 + 0.7;
@@ -497,9 +489,7 @@ fn true_eps<'a>(
 
 #[test]
 fn ddim_eta0_is_deterministic() -> Result<()> {
-    let _rng = rng_lock();
-    tch::set_num_threads(1);
-    tch::manual_seed(5);
+    let _rng = seeded(5);
     let schedule = NoiseSchedule::cosine(1000)?;
     let layout = shuffled_layout(&[3, 4], 2)?;
     let x_start = com_free_noise(&layout, Kind::Double)?;
@@ -523,9 +513,7 @@ fn ddim_eta0_is_deterministic() -> Result<()> {
 
 #[test]
 fn ddim_recovers_x0_from_true_eps() -> Result<()> {
-    let _rng = rng_lock();
-    tch::set_num_threads(1);
-    tch::manual_seed(17);
+    let _rng = seeded(17);
     let layout = shuffled_layout(&[2, 5, 3], 8)?;
     let raw = Tensor::randn([10, 3], (Kind::Double, Device::Cpu));
     let x0 = layout.centre(&raw)?;
@@ -554,9 +542,7 @@ fn ddim_recovers_x0_from_true_eps() -> Result<()> {
 /// to t0 visits only steps <= t0 and, with the true noise, lands on x0.
 #[test]
 fn ddim_from_a_start_step_refines_to_x0() -> Result<()> {
-    let _rng = rng_lock();
-    tch::set_num_threads(1);
-    tch::manual_seed(19);
+    let _rng = seeded(19);
     let layout = shuffled_layout(&[4, 3], 2)?;
     let x0 = layout.centre(&Tensor::randn([7, 3], (Kind::Double, Device::Cpu)))?;
     let schedule = NoiseSchedule::cosine(1000)?;
@@ -583,9 +569,7 @@ fn ddim_from_a_start_step_refines_to_x0() -> Result<()> {
 
 #[test]
 fn ddpm_equals_ddim_eta_one() -> Result<()> {
-    let _rng = rng_lock();
-    tch::set_num_threads(1);
-    tch::manual_seed(23);
+    let _rng = seeded(23);
     let schedule = NoiseSchedule::cosine(1000)?;
     let layout = shuffled_layout(&[3, 1, 4], 4)?;
     let x_start = com_free_noise(&layout, Kind::Double)?;
@@ -645,9 +629,7 @@ fn sample_with_weight(
 
 #[test]
 fn keep_graph_last_limits_the_graph() -> Result<()> {
-    let _rng = rng_lock();
-    tch::set_num_threads(1);
-    tch::manual_seed(31);
+    let _rng = seeded(31);
     let schedule = NoiseSchedule::cosine(1000)?;
     let layout = shuffled_layout(&[3, 2], 1)?;
     let x_start = com_free_noise(&layout, Kind::Double)?;
@@ -686,9 +668,7 @@ fn keep_graph_last_limits_the_graph() -> Result<()> {
 
 #[test]
 fn sampler_gradient_matches_finite_differences() -> Result<()> {
-    let _rng = rng_lock();
-    tch::set_num_threads(1);
-    tch::manual_seed(41);
+    let _rng = seeded(41);
     let schedule = NoiseSchedule::linear(100, 1e-4, 0.02)?;
     let layout = shuffled_layout(&[3, 4], 6)?;
     let x_start = com_free_noise(&layout, Kind::Double)?;
@@ -735,9 +715,7 @@ fn sampler_gradient_matches_finite_differences() -> Result<()> {
 
 #[test]
 fn sampler_rejects_bad_configs_and_outputs() -> Result<()> {
-    let _rng = rng_lock();
-    tch::set_num_threads(1);
-    tch::manual_seed(2);
+    let _rng = seeded(2);
     let schedule = NoiseSchedule::cosine(50)?;
     let layout = BatchLayout::from_counts(&[2, 3], Device::Cpu)?;
     let x_start = com_free_noise(&layout, Kind::Double)?;

@@ -1,6 +1,10 @@
 //! Every validation error: the documented variant, naming the right argument,
 //! and never a panic or a crash.
 
+mod common;
+
+use common::single_thread;
+
 use physcon::diffusion::{q_sample_with, NoiseSchedule};
 use physcon::losses::{
     score_target, DenoisingLoss, EnergyDescentLoss, EnergyLoss, EnergyMetric, ForceLoss, Forces,
@@ -58,7 +62,7 @@ fn expect_err<T: std::fmt::Debug>(result: Result<T>, variant: &str, arg: &str) -
 
 #[test]
 fn batch_layout_validation() {
-    tch::set_num_threads(1);
+    single_thread();
     expect_err(
         BatchLayout::new(&batch3().to_kind(Kind::Float), 3),
         "Dtype",
@@ -136,7 +140,7 @@ fn batch_layout_validation() {
 
 #[test]
 fn mol_batch_validation() {
-    tch::set_num_threads(1);
+    single_thread();
     let (pos, species, batch) = (pos6(), species6(), batch3());
     assert!(MolBatch::new(&pos, &species, &batch, 3).is_ok());
     // Errors of the batch vector come first.
@@ -216,7 +220,7 @@ fn mol_batch_validation() {
 
 #[test]
 fn bond_validation() -> Result<()> {
-    tch::set_num_threads(1);
+    single_thread();
     let mol = || MolBatch::new(&pos6(), &species6(), &batch3(), 3).expect("valid batch");
     // Atoms 0 and 4 are molecule 0; 1, 3 and 5 molecule 2; 2 is alone.
     let index = |pairs: &[i64]| Tensor::from_slice(pairs).reshape([-1, 2]);
@@ -327,7 +331,7 @@ fn bond_validation() -> Result<()> {
 
 #[test]
 fn dtype_mismatch_in_losses() {
-    tch::set_num_threads(1);
+    single_thread();
     let layout = layout3();
     let e64 = Tensor::from_slice(&[1.0f64, 2.0, 3.0]);
     let e32 = e64.to_kind(Kind::Float);
@@ -411,7 +415,7 @@ fn dtype_mismatch_in_losses() {
 
 #[test]
 fn mask_validation() {
-    tch::set_num_threads(1);
+    single_thread();
     let layout = layout3();
     let e = Tensor::from_slice(&[1.0f64, 2.0, 3.0]);
     let f = Tensor::ones([6, 3], F64);
@@ -460,7 +464,7 @@ fn mask_validation() {
 
 #[test]
 fn temperature_and_kt_validation() -> Result<()> {
-    tch::set_num_threads(1);
+    single_thread();
     for bad in [0.0, -300.0, f64::NAN, f64::INFINITY] {
         let err = expect_err(Temperature::kelvin(bad), "NonPositive", "kelvin");
         if bad.is_finite() {
@@ -493,7 +497,7 @@ fn temperature_and_kt_validation() -> Result<()> {
 
 #[test]
 fn optimality_structure_and_reference_checks() -> Result<()> {
-    tch::set_num_threads(1);
+    single_thread();
     let layout = layout3();
     let energy = |pos: &Tensor| layout.sum(&pos.square().sum_dim_intlist(1, false, Kind::Double));
     let x = pos6();
@@ -519,7 +523,7 @@ fn optimality_structure_and_reference_checks() -> Result<()> {
 
 #[test]
 fn energy_without_graph_is_an_error_not_a_crash() -> Result<()> {
-    tch::set_num_threads(1);
+    single_thread();
     let layout = layout3();
     let x = pos6();
     // A constant energy (e.g. a model evaluated under no_grad or on detached positions).
@@ -578,7 +582,7 @@ fn energy_without_graph_is_an_error_not_a_crash() -> Result<()> {
 
 #[test]
 fn energy_output_shape_dtype_and_finiteness() -> Result<()> {
-    tch::set_num_threads(1);
+    single_thread();
     let layout = layout3();
     let x = pos6();
     let good = |pos: &Tensor| layout.sum(&pos.square().sum_dim_intlist(1, false, Kind::Double));
@@ -653,7 +657,7 @@ fn energy_output_shape_dtype_and_finiteness() -> Result<()> {
 
 #[test]
 fn score_consistency_labels_with_to_energy() -> Result<()> {
-    tch::set_num_threads(1);
+    single_thread();
     let layout = layout3();
     let x = pos6();
     let schedule = NoiseSchedule::cosine(100)?;
@@ -725,7 +729,7 @@ fn score_consistency_labels_with_to_energy() -> Result<()> {
 
 #[test]
 fn loss_terms_validation() {
-    tch::set_num_threads(1);
+    single_thread();
     let mut terms = LossTerms::new();
     expect_err(terms.total(), "InvalidArgument", "terms");
     expect_err(
@@ -759,7 +763,7 @@ fn loss_terms_validation() {
 
 #[test]
 fn error_messages_name_the_argument() {
-    tch::set_num_threads(1);
+    single_thread();
     let err = MolBatch::new(&pos6().narrow(1, 0, 2), &species6(), &batch3(), 3).expect_err("bad pos");
     let text = err.to_string();
     assert!(
@@ -798,7 +802,7 @@ fn error_messages_name_the_argument() {
 /// libtorch without CUDA) this test returns early: nothing can be checked.
 #[test]
 fn device_mismatch_when_cuda_is_available() -> Result<()> {
-    tch::set_num_threads(1);
+    single_thread();
     if !tch::Cuda::is_available() {
         eprintln!("CUDA not available: device-mismatch checks skipped");
         return Ok(());

@@ -9,7 +9,7 @@ use physcon::{BatchLayout, Error, Result};
 use proptest::prelude::*;
 use tch::{Device, Kind, Tensor};
 
-use common::{batch_from_counts, layout_of, vals};
+use common::{batch_from_counts, layout_of, single_thread, vals};
 
 type Mat3 = [[f64; 3]; 3];
 
@@ -20,25 +20,8 @@ fn pos_tensor(pos: &[[f64; 3]]) -> Tensor {
 
 /// The proper rotation of a (not necessarily normalised, non-zero) quaternion `(w, x, y, z)`.
 fn rotation(q: [f64; 4]) -> Mat3 {
-    let n = q.iter().map(|v| v * v).sum::<f64>().sqrt();
-    let [w, x, y, z] = q.map(|v| v / n);
-    [
-        [
-            1.0 - 2.0 * (y * y + z * z),
-            2.0 * (x * y - w * z),
-            2.0 * (x * z + w * y),
-        ],
-        [
-            2.0 * (x * y + w * z),
-            1.0 - 2.0 * (x * x + z * z),
-            2.0 * (y * z - w * x),
-        ],
-        [
-            2.0 * (x * z - w * y),
-            2.0 * (y * z + w * x),
-            1.0 - 2.0 * (x * x + y * y),
-        ],
-    ]
+    let m = Vec::<f64>::try_from(physcon::testing::rotation(q).unwrap().reshape([-1])).unwrap();
+    [[m[0], m[1], m[2]], [m[3], m[4], m[5]], [m[6], m[7], m[8]]]
 }
 
 fn apply(r: &Mat3, p: [f64; 3], shift: [f64; 3]) -> [f64; 3] {
@@ -163,7 +146,7 @@ proptest! {
 
     #[test]
     fn rmsd_is_zero_for_rigid_copies((batch, pos, quats, shifts) in molecules()) {
-        tch::set_num_threads(1);
+        single_thread();
         let layout = layout_of(&batch);
         let moved = rigid_motion(&pos, &batch, &quats, &shifts);
         let rmsd = vals(&kabsch_rmsd(&pos_tensor(&moved), &pos_tensor(&pos), &layout).unwrap());
@@ -183,7 +166,7 @@ proptest! {
 
     #[test]
     fn rmsd_matches_horn_and_is_symmetric((batch, pos, quats, shifts) in molecules(), other in prop::collection::vec(prop::array::uniform3(-3.0f64..3.0), 48)) {
-        tch::set_num_threads(1);
+        single_thread();
         let layout = layout_of(&batch);
         let reference: Vec<[f64; 3]> = other[..pos.len()].to_vec();
         let rmsd = vals(&kabsch_rmsd(&pos_tensor(&pos), &pos_tensor(&reference), &layout).unwrap());
@@ -204,7 +187,7 @@ proptest! {
 
 #[test]
 fn rmsd_by_hand() -> Result<()> {
-    tch::set_num_threads(1);
+    single_thread();
     // Two atoms at +-1 versus +-2 on x: each is 1 Å off after superposition.
     let layout = BatchLayout::from_counts(&[2], Device::Cpu)?;
     let a = pos_tensor(&[[-1.0, 0.0, 0.0], [1.0, 0.0, 0.0]]);
@@ -253,7 +236,7 @@ fn rmsd_by_hand() -> Result<()> {
 
 #[test]
 fn rmsd_of_planar_and_linear_molecules() -> Result<()> {
-    tch::set_num_threads(1);
+    single_thread();
     // A planar hexagon with unequal spokes (in z = 0) and a linear chain with unequal bonds.
     let planar: Vec<[f64; 3]> = (0..6)
         .map(|k| {
@@ -343,7 +326,7 @@ fn chiral() -> Vec<[f64; 3]> {
 
 #[test]
 fn mirror_image_of_chiral_molecule_is_not_superposable() -> Result<()> {
-    tch::set_num_threads(1);
+    single_thread();
     let layout = BatchLayout::from_counts(&[5], Device::Cpu)?;
     let original = chiral();
     let mirror: Vec<[f64; 3]> = original.iter().map(|p| [-p[0], p[1], p[2]]).collect();
@@ -379,7 +362,7 @@ fn rmsd_grad(pred: &Tensor, reference: &Tensor, layout: &BatchLayout) -> Result<
 
 #[test]
 fn gradient_at_zero_rmsd_is_zero_not_nan() -> Result<()> {
-    tch::set_num_threads(1);
+    single_thread();
     let batch = [1i64, 0, 1, 1, 0, 1, 0, 2];
     let layout = layout_of(&batch);
     let reference: Vec<[f64; 3]> = (0..8)
@@ -403,7 +386,7 @@ fn gradient_at_zero_rmsd_is_zero_not_nan() -> Result<()> {
 
 #[test]
 fn single_atom_molecule_gives_zero() -> Result<()> {
-    tch::set_num_threads(1);
+    single_thread();
     let layout = layout_of(&[0, 1, 0, 2, 0]);
     let pred = pos_tensor(&[
         [0.0, 0.0, 0.0],
@@ -438,7 +421,7 @@ proptest! {
         batch in prop::collection::vec(3i64..=6, 1..=3).prop_flat_map(|c| Just(batch_from_counts(&c)).prop_shuffle()),
         coords in prop::collection::vec(prop::array::uniform3(-2.0f64..2.0), 36),
     ) {
-        tch::set_num_threads(1);
+        single_thread();
         let layout = layout_of(&batch);
         let n = batch.len();
         let pred = pos_tensor(&coords[..n]);
@@ -455,7 +438,7 @@ proptest! {
 
 #[test]
 fn rmsd_in_f32_and_bad_input() -> Result<()> {
-    tch::set_num_threads(1);
+    single_thread();
     let layout = BatchLayout::from_counts(&[5], Device::Cpu)?;
     let original = pos_tensor(&chiral());
     let moved: Vec<[f64; 3]> = chiral()
@@ -503,7 +486,7 @@ fn host_pair_energy(potential: &PairPotential, pos: &[[f64; 3]], batch: &[i64], 
 
 #[test]
 fn energy_gap_is_the_energy_difference_without_graph() -> Result<()> {
-    tch::set_num_threads(1);
+    single_thread();
     let batch = [2i64, 0, 1, 0, 2, 1, 0, 2, 3];
     let layout = layout_of(&batch);
     let potential = PairPotential::Morse {
@@ -555,7 +538,7 @@ fn energy_gap_is_the_energy_difference_without_graph() -> Result<()> {
 
 #[test]
 fn energy_mae_by_hand() -> Result<()> {
-    tch::set_num_threads(1);
+    single_thread();
     let layout = BatchLayout::from_counts(&[1, 2, 3, 4], Device::Cpu)?;
     let pred = Tensor::from_slice(&[1.0f64, -2.0, 3.5, 0.0]).set_requires_grad(true);
     let target = Tensor::from_slice(&[0.5f64, -1.0, 3.0, 2.0]);

@@ -1,6 +1,10 @@
 //! `testing::check_energy_model`: analytic models pass it, and each
 //! deliberately broken model fails exactly the check it breaks.
 
+mod common;
+
+use common::single_thread;
+
 use physcon::geometry::{distances, pairs_within};
 use physcon::testing::{check_energy_model, Check, ModelCheck, ModelReport, PairEnergy, PairPotential};
 use physcon::{EnergyModel, Error, MolBatch, Result};
@@ -45,7 +49,7 @@ fn batch(kind: Kind) -> MolBatch {
 }
 
 fn run(model: &Model) -> ModelReport {
-    tch::set_num_threads(1);
+    single_thread();
     check_energy_model(model, &batch(Kind::Double), &ModelCheck::default()).expect("the check runs")
 }
 
@@ -200,7 +204,7 @@ fn the_leak_shows_in_the_gradient_and_in_the_lone_molecules() {
 
 #[test]
 fn bad_inputs_and_outputs_are_errors() {
-    tch::set_num_threads(1);
+    single_thread();
     let options = ModelCheck::default();
     assert!(matches!(
         check_energy_model(&pair, &batch(Kind::Float), &options),

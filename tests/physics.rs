@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{raw_case, rotation, shuffled, single_thread, Morse};
+use common::{raw_case, rotation, seeded, shuffled, single_thread, Morse};
 use physcon::diffusion::{q_sample_with, NoiseSchedule};
 use physcon::losses::{
     DenoisingLoss, EnergyDescentLoss, EnergyLoss, EnergyMetric, ForceLoss, Forces, GradientFlow,
@@ -181,9 +181,7 @@ fn score_consistency_vanishes_when_the_score_is_force_over_kt() -> Result<()> {
 /// `c * eps_true` is 1.
 #[test]
 fn score_consistency_is_minimised_by_the_true_noised_score() -> Result<()> {
-    single_thread();
-    let _guard = physcon::testing::rng_lock();
-    tch::manual_seed(7);
+    let _rng = seeded(7);
     let (k, kt, atoms, molecules) = (4.0, 0.1, 6i64, 4000i64);
     let layout = BatchLayout::from_counts(&vec![atoms; molecules as usize], Device::Cpu)?;
     let energy = harmonic_well(&layout, k);

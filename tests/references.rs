@@ -1,5 +1,9 @@
 //! The fitted atomic reference energies: least squares, minimum norm, lookups, batches.
 
+mod common;
+
+use common::single_thread;
+
 use std::collections::BTreeMap;
 
 use physcon::{AtomicReferences, BatchLayout, Error, Result};
@@ -21,7 +25,7 @@ proptest! {
     /// Noiseless data with enough distinct compositions pins every element exactly.
     #[test]
     fn fit_recovers_exact_references(extra in prop::collection::vec(prop::collection::vec(prop::sample::select(vec![1i64, 6, 7, 8]), 1..=20), 0..10)) {
-        tch::set_num_threads(1);
+        single_thread();
         let refs = true_refs();
         // A basis of four independent compositions, then random molecules.
         let mut species = vec![vec![1, 1], vec![6, 1, 1, 1, 1], vec![7, 1, 1, 1], vec![8, 1, 1]];
@@ -41,7 +45,7 @@ proptest! {
 
 #[test]
 fn fit_is_least_squares_on_noisy_data() -> Result<()> {
-    tch::set_num_threads(1);
+    single_thread();
     // Two elements (H, O); energies with deterministic "noise".
     let species: Vec<Vec<i64>> = vec![
         vec![1, 1],
@@ -96,7 +100,7 @@ fn fit_is_least_squares_on_noisy_data() -> Result<()> {
 
 #[test]
 fn fit_rank_deficient_gives_minimum_norm() -> Result<()> {
-    tch::set_num_threads(1);
+    single_thread();
     // Every molecule is (CH2)_k: only 2 e_H + e_C is determined.
     let species: Vec<Vec<i64>> = (1..=4)
         .map(|k| (0..k).flat_map(|_| [6i64, 1, 1]).collect())
@@ -121,7 +125,7 @@ fn fit_rank_deficient_gives_minimum_norm() -> Result<()> {
 
 #[test]
 fn fit_and_lookup_errors() {
-    tch::set_num_threads(1);
+    single_thread();
     let invalid = |r: Result<AtomicReferences>, name: &str| match r {
         Err(Error::InvalidArgument { arg, .. }) => assert_eq!(arg, name),
         other => panic!("expected InvalidArgument({name}), got {other:?}"),
@@ -181,7 +185,7 @@ fn fit_and_lookup_errors() {
 
 #[test]
 fn batch_energy_matches_molecule_energy_on_shuffled_layout() -> Result<()> {
-    tch::set_num_threads(1);
+    single_thread();
     let refs = AtomicReferences::from_map(true_refs());
     // Molecules: CH4, H2O, NH3, CO2, H2, interleaved atom by atom.
     let molecules: Vec<Vec<i64>> = vec![

@@ -172,8 +172,20 @@ pub fn rotation(qw: f64, qx: f64, qy: f64, qz: f64) -> Tensor {
     physcon::testing::rotation([qw, qx, qy, qz]).unwrap()
 }
 
+/// One libtorch thread: cargo runs tests in parallel threads, and libtorch's
+/// pool is process-wide.
 pub fn single_thread() {
     tch::set_num_threads(1);
+}
+
+/// One thread, the process-wide generator locked for the test and seeded:
+/// draws are reproducible and no other seeded test interleaves with them.
+/// Keep the guard for the whole test (`let _rng = seeded(7);`).
+pub fn seeded(seed: i64) -> std::sync::MutexGuard<'static, ()> {
+    let guard = physcon::testing::rng_lock();
+    single_thread();
+    tch::manual_seed(seed);
+    guard
 }
 
 pub fn cpu_f64() -> (Kind, Device) {

@@ -16,7 +16,7 @@ energy models also relax the MMFF structures with FIRE (the reference rows;
 Usage (the dataset environment of scripts/requirements-dataset.txt, libtorch
 through scripts/with-libtorch.sh, and a built `two_stage` example):
 
-    scripts/with-libtorch.sh cargo build --release --example two_stage
+    scripts/with-libtorch.sh cargo build --release -p two_stage
     python scripts/judge_run.py --run runs/ablation --split test [--fire]
     python scripts/judge_run.py --run runs/ablation --frames outside.extxyz.gz
 """
@@ -75,7 +75,7 @@ def main():
     which.add_argument("--split", choices=["val", "test"], help="a split of --data")
     which.add_argument("--frames", help="any file with `mmff` and `xtb-opt` frames per mol_id (e.g. from make_outside_set.py)")
     ap.add_argument("--data", default="data")
-    ap.add_argument("--binary", default="target/release/examples/two_stage")
+    ap.add_argument("--binary", default="target/release/two_stage")
     ap.add_argument("--predict-args", default="", help="extra `predict` arguments (e.g. '--generation refine')")
     ap.add_argument("--fire", action="store_true", help="add the FIRE relaxation on the control's and consistency's energy models")
     ap.add_argument("--workdir", default=None, help="keep predictions here and reuse those already written")

@@ -8,10 +8,10 @@
 //! repository runs it:
 //!
 //! ```text
-//! cargo run --release --example two_stage                      # train --preset cpu --seeds 0
-//! cargo run --release --example two_stage -- train --preset quick --seeds 0
-//! cargo run --release --example two_stage -- evaluate --checkpoint runs/cpu/seed-0/consistency.safetensors
-//! cargo run --release --example two_stage -- predict --checkpoint C --input in.extxyz --output out.extxyz --samples 4
+//! cargo run --release -p two_stage                      # train --preset cpu --seeds 0
+//! cargo run --release -p two_stage -- train --preset quick --seeds 0
+//! cargo run --release -p two_stage -- evaluate --checkpoint runs/cpu/seed-0/consistency.safetensors
+//! cargo run --release -p two_stage -- predict --checkpoint C --input in.extxyz --output out.extxyz --samples 4
 //! ```
 //!
 //! The parts, in the order a training step uses them:

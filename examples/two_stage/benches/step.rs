@@ -424,7 +424,7 @@ fn json(results: &[Measured], args: &Args) -> String {
 
 fn main() -> Result<()> {
     let args = Args::parse();
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let root = common::repo_root();
     let out = common::output_dir(&args.out)?;
     let train = Dataset::read(root.join("data/train.extxyz.gz"))?;
     let data = TrainData::new(&train)?;

@@ -62,9 +62,14 @@ pub fn thread_cpu_seconds() -> f64 {
     ts.tv_sec as f64 + ts.tv_nsec as f64 * 1e-9
 }
 
-/// The bench's output folder (`--out`, relative to the crate root), created.
+/// The physcon repository (the dataset, `target/`), whatever the working directory.
+pub fn repo_root() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+/// The bench's output folder (`--out`, relative to the repository root), created.
 pub fn output_dir(out: &std::path::Path) -> Result<std::path::PathBuf> {
-    let out = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(out);
+    let out = repo_root().join(out);
     std::fs::create_dir_all(&out).map_err(|source| physcon::Error::Io {
         path: out.clone(),
         source,

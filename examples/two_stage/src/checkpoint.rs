@@ -1,7 +1,7 @@
 //! Checkpoints: weights, Adam state, where the run is, and the settings it was
 //! trained with, in one safetensors file written atomically.
 //!
-//! The run's state and settings travel as `key = value` text in the file's
+//! The run's state and settings travel as TOML text in the file's
 //! safetensors metadata (key `two_stage`), so `evaluate` and `predict` rebuild
 //! the model the checkpoint was trained as, and a resume or a `--preset` that
 //! does not match is refused naming the first setting that differs.
@@ -12,13 +12,14 @@ use std::path::{Path, PathBuf};
 use physcon::data::write_atomic;
 use physcon::{Error, Result};
 use safetensors::tensor::{Dtype, SafeTensors, View};
+use serde::{Deserialize, Serialize};
 use tch::nn::VarStore;
 use tch::Tensor;
 
 use crate::model::ELEMENTS;
 use crate::objective::Arm;
 use crate::optim::Adam;
-use crate::settings::{KeyValues, Settings};
+use crate::settings::Settings;
 
 /// The safetensors metadata key holding [`CheckpointMeta`]'s text.
 const META_KEY: &str = "two_stage";
@@ -36,52 +37,60 @@ pub struct CheckpointMeta {
 }
 
 impl CheckpointMeta {
-    /// `key = value` lines: the run's state, the model's element set, then the settings.
+    /// The meta as TOML: the run's state, the model's element set, then the settings' table.
     pub fn to_text(&self) -> String {
-        let elements: Vec<String> = ELEMENTS.iter().map(i64::to_string).collect();
-        format!(
-            "arm = {}\nstep = {}\nadam_steps = {}\nseed = {}\nmodel.elements = {}\n{}",
-            self.arm.name(),
-            self.step,
-            self.adam_steps,
-            self.seed,
-            elements.join(","),
-            self.settings.to_text()
-        )
+        toml::to_string(&MetaText {
+            arm: self.arm,
+            step: self.step,
+            adam_steps: self.adam_steps,
+            seed: self.seed,
+            elements: ELEMENTS.to_vec(),
+            settings: self.settings.clone(),
+        })
+        .expect("the meta is plain values and tables")
     }
 
-    /// Reads [`CheckpointMeta::to_text`]'s lines back.
+    /// Reads [`CheckpointMeta::to_text`]'s TOML back, the settings validated.
     ///
     /// # Errors
-    /// [`Error::InvalidArgument`] naming the line of a bad or unknown key, a
-    /// missing key, or an element set other than the model's.
+    /// [`Error::InvalidArgument`] naming the line of a bad, unknown or missing
+    /// key, an element set other than the model's, or a setting out of range.
     pub fn from_text(text: &str) -> Result<Self> {
-        let mut keys = KeyValues::parse(text)?;
-        let arm = keys.take_with("arm", |v| Arm::from_name(v).map_err(|e| e.to_string()))?;
-        let (step, adam_steps, seed) = (keys.take("step")?, keys.take("adam_steps")?, keys.take("seed")?);
-        keys.take_with("model.elements", |v| {
-            let elements: Vec<i64> = v
-                .split(',')
-                .map(|z| z.trim().parse::<i64>().map_err(|e| format!("`{z}`: {e}")))
-                .collect::<std::result::Result<_, _>>()?;
-            if elements == ELEMENTS {
-                Ok(())
-            } else {
-                Err(format!(
-                    "written for elements {elements:?}, the model knows {ELEMENTS:?}"
-                ))
-            }
+        let meta: MetaText = toml::from_str(text).map_err(|e| Error::InvalidArgument {
+            arg: "checkpoint",
+            reason: e.to_string(),
         })?;
-        let settings = Settings::take_from(&mut keys)?;
-        keys.finish()?;
+        if meta.elements != ELEMENTS {
+            return Err(Error::InvalidArgument {
+                arg: "checkpoint",
+                reason: format!(
+                    "written for elements {:?}, the model knows {ELEMENTS:?}",
+                    meta.elements
+                ),
+            });
+        }
+        meta.settings.validate()?;
         Ok(Self {
-            arm,
-            step,
-            adam_steps,
-            seed,
-            settings,
+            arm: meta.arm,
+            step: meta.step,
+            adam_steps: meta.adam_steps,
+            seed: meta.seed,
+            settings: meta.settings,
         })
     }
+}
+
+/// [`CheckpointMeta`] as its TOML text holds it.
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MetaText {
+    arm: Arm,
+    step: u64,
+    adam_steps: i64,
+    seed: u64,
+    /// The atomic numbers the model's embedding rows stand for.
+    elements: Vec<i64>,
+    settings: Settings,
 }
 
 /// A tensor's bytes as safetensors writes them.

@@ -7,7 +7,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 use physcon::array::atom_vectors;
 use physcon::data::{excerpt, write_atomic, Dataset, Splits};
 use physcon::diffusion::NoiseSchedule;
-use physcon::{Error, MolBatch, Result, Temperature};
+use physcon::{Error, MolBatch, Result};
 use tch::{Device, Kind};
 
 use crate::data::TrainData;
@@ -18,7 +18,7 @@ use crate::npz;
 use crate::objective::Arm;
 use crate::relax::Fire;
 use crate::report::{report, table, write_plots, SeedResult, SplitScores};
-use crate::settings::{parse_optimality, OptimalityForm, Preset, Settings};
+use crate::settings::{Preset, Settings};
 use crate::training::{load_model, train_all, ArmCheckpoints};
 
 #[derive(Parser)]
@@ -127,85 +127,12 @@ impl GenArgs {
     }
 }
 
-/// Changes to a preset's settings for a study.
-#[derive(clap::Args, Clone, Default)]
-pub struct Overrides {
-    /// Override kT (eV) of score consistency.
-    #[arg(long)]
-    pub kt: Option<f64>,
-    /// Override the optimality weight of stage 2.
-    #[arg(long)]
-    pub optimality_weight: Option<f64>,
-    /// Override the score weight of stage 2.
-    #[arg(long)]
-    pub score_weight: Option<f64>,
-    /// Override the force weight of stage 1 (0 by default: stage 1 is energy + denoising).
-    /// Forces in stage 1 reach both arms alike, so the arms still differ only in the
-    /// consistency losses.
-    #[arg(long)]
-    pub stage1_force_weight: Option<f64>,
-    /// Override the force weight of stage 2.
-    #[arg(long)]
-    pub force_weight: Option<f64>,
-    /// Override the form of optimality consistency (stationarity, descent).
-    #[arg(long, value_parser = parse_optimality)]
-    pub optimality: Option<OptimalityForm>,
-    /// Override the largest step of the one-step generated structure (optimality).
-    #[arg(long)]
-    pub optimality_t_max: Option<i64>,
-    /// Override the largest step of score consistency.
-    #[arg(long)]
-    pub score_t_max: Option<i64>,
-    /// Override the stage-1 step count.
-    #[arg(long)]
-    pub stage1_steps: Option<u64>,
-    /// Override the stage-2 step count.
-    #[arg(long)]
-    pub stage2_steps: Option<u64>,
-    /// Override the fraction of denoising samples drawn at small noise (steps 1..=100).
-    #[arg(long)]
-    pub small_t_fraction: Option<f64>,
-}
-
-impl Overrides {
-    /// The settings of `preset` with these overrides applied.
-    pub fn apply(&self, preset: Preset) -> Result<Settings> {
-        let mut s = Settings::preset(preset)?;
-        if let Some(kt) = self.kt {
-            s.kt = Temperature::from_kt(kt)?.kt();
-        }
-        if let Some(w) = self.optimality_weight {
-            s.plan.stage2.optimality = w;
-        }
-        if let Some(w) = self.score_weight {
-            s.plan.stage2.score = w;
-        }
-        if let Some(w) = self.stage1_force_weight {
-            s.plan.stage1.force = w;
-        }
-        if let Some(w) = self.force_weight {
-            s.plan.stage2.force = w;
-        }
-        if let Some(form) = self.optimality {
-            s.optimality = form;
-        }
-        if let Some(t) = self.optimality_t_max {
-            s.optimality_t = 1..=t;
-        }
-        if let Some(t) = self.score_t_max {
-            s.score_t = 1..=t;
-        }
-        if let Some(n) = self.stage1_steps {
-            s.plan.stage1_steps = n;
-        }
-        if let Some(n) = self.stage2_steps {
-            s.plan.stage2_steps = n;
-        }
-        if let Some(f) = self.small_t_fraction {
-            s.small_t_fraction = f;
-        }
-        Ok(s)
-    }
+/// `KEY=VALUE` of `--set`.
+fn parse_set(text: &str) -> std::result::Result<(String, String), String> {
+    let (key, value) = text
+        .split_once('=')
+        .ok_or_else(|| format!("`{text}`: expected KEY=VALUE, e.g. plan.stage2.score=0.5"))?;
+    Ok((key.trim().to_owned(), value.trim().to_owned()))
 }
 
 /// `train`'s options; also a parser of its own, for `two_stage` without a subcommand.
@@ -230,8 +157,14 @@ pub struct TrainArgs {
     /// instead of the main run's two (control, both).
     #[arg(long)]
     pub ablation: bool,
-    #[command(flatten)]
-    pub overrides: Overrides,
+    /// Change one setting of the preset for a study, by its key in the settings'
+    /// TOML (repeatable): e.g. `--set kt=0.05 --set plan.stage2.score=0.5 --set
+    /// optimality=descent --set score_t=1..=10`. `--print-settings` lists every key.
+    #[arg(long = "set", value_name = "KEY=VALUE", value_parser = parse_set)]
+    pub set: Vec<(String, String)>,
+    /// Print the settings (preset and --set applied, validated) as TOML and exit.
+    #[arg(long)]
+    pub print_settings: bool,
     #[command(flatten)]
     pub gen: GenArgs,
 }
@@ -370,7 +303,11 @@ fn evaluate_arms(
 
 /// `train`: every seed's arms, evaluated, plotted (first seed) and reported.
 pub fn train(args: &TrainArgs) -> Result<()> {
-    let settings = args.overrides.apply(args.preset)?;
+    let settings = Settings::with_overrides(args.preset, &args.set)?;
+    if args.print_settings {
+        print!("{}", settings.to_text());
+        return Ok(());
+    }
     // Checked before hours of training, not at the evaluation after them.
     io::check_generation(&args.gen, settings.diffusion_steps)?;
     let out = args
@@ -629,25 +566,23 @@ mod tests {
     use super::*;
     use physcon::data::read_extxyz;
 
-    /// Every override lands on its own setting, and nothing else moves.
+    /// `--set` reaches the settings through the one schema (its key and value
+    /// checks are `settings`' tests).
     #[test]
-    fn overrides_reach_their_settings() {
-        let args = TrainArgs::try_parse_from([
-            "train",
-            "--stage1-force-weight",
-            "1.5",
-            "--force-weight",
-            "2.5",
-            "--score-weight",
-            "0.5",
-        ])
-        .unwrap();
-        let got = args.overrides.apply(Preset::Cpu).unwrap();
-        let mut want = Settings::preset(Preset::Cpu).unwrap();
-        want.plan.stage1.force = 1.5;
-        want.plan.stage2.force = 2.5;
-        want.plan.stage2.score = 0.5;
-        assert_eq!(got, want);
+    fn set_flags_reach_their_settings() {
+        let args =
+            TrainArgs::try_parse_from(["train", "--set", "plan.stage1.force=1.5", "--set", "kt = 0.05"])
+                .unwrap();
+        assert_eq!(
+            args.set,
+            [
+                ("plan.stage1.force".to_owned(), "1.5".to_owned()),
+                ("kt".into(), "0.05".into())
+            ]
+        );
+        let got = Settings::with_overrides(args.preset, &args.set).unwrap();
+        assert_eq!((got.plan.stage1.force, got.kt), (1.5, 0.05));
+        assert!(TrainArgs::try_parse_from(["train", "--set", "kt"]).is_err());
     }
 
     /// The `quick` preset end to end: both arms, evaluation, report, resume and predict.
@@ -777,7 +712,7 @@ mod tests {
         };
         let reason = refused(predict(&predict_args(Some(Preset::Cpu))));
         assert!(
-            reason.contains("written with `plan.stage1_steps = 30`, but the requested settings have `plan.stage1_steps = 1500`"),
+            reason.contains("written with `checkpoint_every = 10`, but the requested settings have `checkpoint_every = 200`"),
             "{reason}"
         );
         assert!(!output.exists());
@@ -789,7 +724,7 @@ mod tests {
             gen: args.gen.clone(),
             npz: None,
         }));
-        assert!(reason.contains("`plan.stage1_steps = 30`"), "{reason}");
+        assert!(reason.contains("`checkpoint_every = 10`"), "{reason}");
         // Another model size alone is named too.
         let mut wider = Settings::preset(Preset::Quick).unwrap();
         wider.model.hidden = 64;

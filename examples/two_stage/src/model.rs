@@ -12,7 +12,7 @@
 use std::collections::HashMap;
 
 use physcon::geometry::pairs_within;
-use physcon::{AtomicReferences, BatchLayout, MolBatch, Result};
+use physcon::{AtomicReferences, BatchLayout, Error, MolBatch, Result};
 use tch::nn::{self, Module};
 use tch::{Device, Kind, Tensor};
 
@@ -26,7 +26,8 @@ const BOND_CLASSES: i64 = 5;
 const TIME_FREQUENCIES: i64 = 8;
 
 /// Sizes of the model.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct ModelConfig {
     /// Width of node and edge features.
     pub hidden: i64,
@@ -36,6 +37,35 @@ pub struct ModelConfig {
     pub rbf: i64,
     /// Largest centre of the radial basis (Å).
     pub rbf_max: f64,
+}
+
+impl ModelConfig {
+    /// Checks the sizes.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] naming the first size that is not at least 1,
+    /// or an `rbf_max` that is not positive and finite.
+    pub fn validate(&self) -> Result<()> {
+        for (name, value) in [
+            ("model.hidden", self.hidden),
+            ("model.layers", self.layers),
+            ("model.rbf", self.rbf),
+        ] {
+            if value < 1 {
+                return Err(Error::InvalidArgument {
+                    arg: name,
+                    reason: format!("must be at least 1, got {value}"),
+                });
+            }
+        }
+        if !(self.rbf_max.is_finite() && self.rbf_max > 0.0) {
+            return Err(Error::NonPositive {
+                arg: "model.rbf_max",
+                value: self.rbf_max,
+            });
+        }
+        Ok(())
+    }
 }
 
 impl Default for ModelConfig {

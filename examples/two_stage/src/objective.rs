@@ -25,7 +25,8 @@ use crate::settings::{OptimalityForm, Settings};
 /// Every stage-2 arm starts from the same stage-1 checkpoint and trains energy,
 /// forces and denoising alike; they differ only in the consistency terms, so the
 /// ablation arms show each law's contribution on its own.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum Arm {
     /// Stage 1 (shared by every stage-2 arm).
     Stage1,

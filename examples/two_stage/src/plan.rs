@@ -10,6 +10,7 @@
 //! settings' keys and the objective's pushes all take their names from it.
 
 use physcon::{Error, Result};
+use serde::{Deserialize, Serialize};
 
 /// A loss term of the example's objective.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -49,7 +50,8 @@ impl Term {
 }
 
 /// Loss weights of one stage; a zero weight means the term is off.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct LossWeights {
     /// Energy loss.
     pub energy: f64,
@@ -125,7 +127,8 @@ pub enum Stage {
 /// assert_eq!(plan.weights(400_000)?.optimality, 0.1);
 /// # Ok(()) }
 /// ```
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct TrainingPlan {
     /// Steps of stage 1.
     pub stage1_steps: u64,

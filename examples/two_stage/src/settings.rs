@@ -1,18 +1,20 @@
-//! Everything a run needs besides data, its presets, and its `key = value`
-//! text form, which checkpoints carry so that a model is always read back with
-//! the settings it was trained with.
+//! Everything a run needs besides data: one schema ([`Settings`], with serde),
+//! its presets, overrides by key (`--set plan.stage2.score=0.5`), and its TOML
+//! text, which checkpoints carry so that a model is always read back with the
+//! settings it was trained with. Settings are validated wherever they are
+//! made: from a preset with overrides, and when read back from a checkpoint.
 
-use std::fmt::Display;
 use std::ops::RangeInclusive;
-use std::str::FromStr;
 
-use crate::plan::{LossWeights, TrainingPlan};
 use physcon::{Error, Result, Temperature};
+use serde::{Deserialize, Serialize};
 
 use crate::model::ModelConfig;
+use crate::plan::TrainingPlan;
 
 /// The named starting points of [`Settings`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Preset {
     /// Both arms within minutes on 2 cores (the default).
     Cpu,
@@ -33,17 +35,22 @@ impl Preset {
 }
 
 /// Everything a run needs besides data.
-#[derive(Debug, Clone, PartialEq)]
+///
+/// The one declaration of the settings: the text form, the overrides' keys
+/// and the comparison of two runs' settings all come from its serde fields
+/// (plain values first, then the `plan` and `model` tables, as TOML wants).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Settings {
     /// The preset these settings started from (overrides may have changed them since).
     pub preset: Preset,
-    pub plan: TrainingPlan,
-    pub model: ModelConfig,
     /// kT of score consistency (eV).
     pub kt: f64,
     /// Steps drawn for score consistency (small noise).
+    #[serde(with = "steps")]
     pub score_t: RangeInclusive<i64>,
     /// Steps at which the one-step generated structure `x0_hat(R_t)` is made for optimality.
+    #[serde(with = "steps")]
     pub optimality_t: RangeInclusive<i64>,
     /// Which form of optimality consistency.
     pub optimality: OptimalityForm,
@@ -51,6 +58,7 @@ pub struct Settings {
     /// structure needs a precise denoiser at small noise, which uniform steps train rarely.
     pub small_t_fraction: f64,
     /// The small-noise steps of the denoising loss.
+    #[serde(with = "steps")]
     pub small_t: RangeInclusive<i64>,
     /// Diffusion steps T.
     pub diffusion_steps: i64,
@@ -58,6 +66,13 @@ pub struct Settings {
     pub checkpoint_every: u64,
     /// Gradient-norm clip.
     pub clip: f64,
+    pub plan: TrainingPlan,
+    pub model: ModelConfig,
+}
+
+/// A `--set` value that does not fit, or a setting out of its range.
+fn invalid(arg: &'static str, reason: String) -> Error {
+    Error::InvalidArgument { arg, reason }
 }
 
 impl Settings {
@@ -65,8 +80,6 @@ impl Settings {
     pub fn preset(preset: Preset) -> Result<Self> {
         let base = Self {
             preset,
-            plan: TrainingPlan::cpu(),
-            model: ModelConfig::default(),
             kt: Temperature::kelvin(450.0)?.kt(),
             score_t: 1..=20,
             optimality_t: 1..=10,
@@ -76,6 +89,8 @@ impl Settings {
             diffusion_steps: 1000,
             checkpoint_every: 200,
             clip: 10.0,
+            plan: TrainingPlan::cpu(),
+            model: ModelConfig::default(),
         };
         Ok(match preset {
             Preset::Cpu => base,
@@ -103,137 +118,200 @@ impl Settings {
         })
     }
 
-    /// The settings as `(key, value)` pairs, in the order [`Settings::to_text`] writes them.
-    pub fn entries(&self) -> Vec<(String, String)> {
-        let p = &self.plan;
-        let m = &self.model;
-        let mut e: Vec<(String, String)> = vec![
-            ("preset".into(), self.preset.name().into()),
-            ("plan.stage1_steps".into(), p.stage1_steps.to_string()),
-            ("plan.stage2_steps".into(), p.stage2_steps.to_string()),
-            ("plan.batch_size".into(), p.batch_size.to_string()),
-            ("plan.lr".into(), p.lr.to_string()),
-            ("plan.warmup_steps".into(), p.warmup_steps.to_string()),
-            ("plan.final_lr".into(), p.final_lr.to_string()),
-        ];
-        for (stage, w) in [("stage1", &p.stage1), ("stage2", &p.stage2)] {
-            for (name, value) in w.named() {
-                e.push((format!("plan.{stage}.{name}"), value.to_string()));
-            }
-        }
-        e.extend([
-            ("model.hidden".into(), m.hidden.to_string()),
-            ("model.layers".into(), m.layers.to_string()),
-            ("model.rbf".into(), m.rbf.to_string()),
-            ("model.rbf_max".into(), m.rbf_max.to_string()),
-            ("kt".into(), self.kt.to_string()),
-            ("score_t".into(), range_text(&self.score_t)),
-            ("optimality_t".into(), range_text(&self.optimality_t)),
-            ("optimality".into(), optimality_name(self.optimality).into()),
-            ("small_t_fraction".into(), self.small_t_fraction.to_string()),
-            ("small_t".into(), range_text(&self.small_t)),
-            ("diffusion_steps".into(), self.diffusion_steps.to_string()),
-            ("checkpoint_every".into(), self.checkpoint_every.to_string()),
-            ("clip".into(), self.clip.to_string()),
-        ]);
-        e
-    }
-
-    /// One `key = value` line per setting (floats in Rust's shortest form that reads back exactly).
-    pub fn to_text(&self) -> String {
-        self.entries()
-            .into_iter()
-            .map(|(k, v)| format!("{k} = {v}\n"))
-            .collect()
-    }
-
-    /// Reads the settings back from `key = value` lines (as [`Settings::to_text`] writes).
+    /// The settings of `preset` with `overrides` (`(key, value)`: a dotted key of
+    /// the TOML text, e.g. `plan.stage2.score`, and a TOML value or bare word), validated.
     ///
     /// # Errors
-    /// [`Error::InvalidArgument`] naming the line of an unreadable, unknown or
-    /// repeated key, or a missing key.
-    pub fn from_text(text: &str) -> Result<Self> {
-        let mut keys = KeyValues::parse(text)?;
-        let settings = Self::take_from(&mut keys)?;
-        keys.finish()?;
+    /// [`Error::InvalidArgument`] (`--set`) for an unknown key or a value of the
+    /// wrong type; those of [`Settings::validate`].
+    pub fn with_overrides(preset: Preset, overrides: &[(String, String)]) -> Result<Self> {
+        let mut tree = toml::Value::try_from(Self::preset(preset)?)
+            .map_err(|e| invalid("settings", format!("cannot be written as TOML: {e}")))?;
+        let known: Vec<String> = leaves(&tree)
+            .into_iter()
+            .map(|(k, _)| k)
+            .filter(|k| k != "preset")
+            .collect();
+        for (key, text) in overrides {
+            let slot = key
+                .split('.')
+                .try_fold(&mut tree, |node, part| node.get_mut(part))
+                .filter(|slot| !slot.is_table() && key != "preset")
+                .ok_or_else(|| {
+                    invalid(
+                        "--set",
+                        format!("unknown setting `{key}` (settings: {})", known.join(", ")),
+                    )
+                })?;
+            *slot =
+                override_value(slot, text).map_err(|e| invalid("--set", format!("`{key}={text}`: {e}")))?;
+        }
+        let settings: Self = tree
+            .try_into()
+            .map_err(|e: toml::de::Error| invalid("--set", e.message().to_owned()))?;
+        settings.validate()?;
         Ok(settings)
     }
 
-    /// Takes the settings' keys out of `keys`, leaving any others.
-    pub(crate) fn take_from(keys: &mut KeyValues) -> Result<Self> {
-        let stage = |keys: &mut KeyValues, s: &str| -> Result<LossWeights> {
-            Ok(LossWeights {
-                energy: keys.take(&format!("plan.{s}.energy"))?,
-                denoising: keys.take(&format!("plan.{s}.denoising"))?,
-                force: keys.take(&format!("plan.{s}.force"))?,
-                optimality: keys.take(&format!("plan.{s}.optimality"))?,
-                score: keys.take(&format!("plan.{s}.score"))?,
-            })
-        };
-        Ok(Self {
-            preset: keys.take_with("preset", |v| <Preset as clap::ValueEnum>::from_str(v, false))?,
-            plan: TrainingPlan {
-                stage1_steps: keys.take("plan.stage1_steps")?,
-                stage2_steps: keys.take("plan.stage2_steps")?,
-                batch_size: keys.take("plan.batch_size")?,
-                lr: keys.take("plan.lr")?,
-                warmup_steps: keys.take("plan.warmup_steps")?,
-                final_lr: keys.take("plan.final_lr")?,
-                stage1: stage(keys, "stage1")?,
-                stage2: stage(keys, "stage2")?,
-            },
-            model: ModelConfig {
-                hidden: keys.take("model.hidden")?,
-                layers: keys.take("model.layers")?,
-                rbf: keys.take("model.rbf")?,
-                rbf_max: keys.take("model.rbf_max")?,
-            },
-            kt: keys.take("kt")?,
-            score_t: keys.take_with("score_t", parse_range)?,
-            optimality_t: keys.take_with("optimality_t", parse_range)?,
-            optimality: keys.take_with("optimality", parse_optimality)?,
-            small_t_fraction: keys.take("small_t_fraction")?,
-            small_t: keys.take_with("small_t", parse_range)?,
-            diffusion_steps: keys.take("diffusion_steps")?,
-            checkpoint_every: keys.take("checkpoint_every")?,
-            clip: keys.take("clip")?,
-        })
+    /// Checks every setting's range; the plan by [`TrainingPlan::validate`].
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] or [`Error::NonPositive`] naming the setting.
+    pub fn validate(&self) -> Result<()> {
+        self.plan.validate()?;
+        physcon::Temperature::from_kt(self.kt)?;
+        if self.diffusion_steps < 1 {
+            return Err(invalid(
+                "diffusion_steps",
+                format!("must be at least 1, got {}", self.diffusion_steps),
+            ));
+        }
+        for (name, range) in [
+            ("score_t", &self.score_t),
+            ("optimality_t", &self.optimality_t),
+            ("small_t", &self.small_t),
+        ] {
+            if !(1 <= *range.start() && range.start() <= range.end() && *range.end() <= self.diffusion_steps)
+            {
+                return Err(invalid(
+                    name,
+                    format!(
+                        "must be a range a..=b with 1 <= a <= b <= diffusion_steps ({}), got {}",
+                        self.diffusion_steps,
+                        steps::text(range)
+                    ),
+                ));
+            }
+        }
+        if !(0.0..=1.0).contains(&self.small_t_fraction) {
+            return Err(invalid(
+                "small_t_fraction",
+                format!("must lie in [0, 1], got {}", self.small_t_fraction),
+            ));
+        }
+        if self.checkpoint_every == 0 {
+            return Err(invalid("checkpoint_every", "must be at least 1".into()));
+        }
+        if !(self.clip.is_finite() && self.clip > 0.0) {
+            return Err(Error::NonPositive {
+                arg: "clip",
+                value: self.clip,
+            });
+        }
+        self.model.validate()
+    }
+
+    /// The settings as TOML (floats in the shortest form that reads back exactly).
+    pub fn to_text(&self) -> String {
+        toml::to_string(self).expect("settings are plain values and tables")
+    }
+
+    /// Reads and validates [`Settings::to_text`]'s TOML.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] (`settings`) with the line of an unreadable,
+    /// unknown or missing key; those of [`Settings::validate`].
+    pub fn from_text(text: &str) -> Result<Self> {
+        let settings: Self = toml::from_str(text).map_err(|e| invalid("settings", e.to_string()))?;
+        settings.validate()?;
+        Ok(settings)
+    }
+
+    fn tree(&self) -> toml::Value {
+        toml::Value::try_from(self).expect("settings are plain values and tables")
     }
 
     /// The first setting that differs from `other`'s: `(key, self's value, other's value)`.
     ///
     /// The preset is a label, not a setting: settings equal in every value are the same run's.
     pub fn first_difference(&self, other: &Settings) -> Option<(String, String, String)> {
-        self.entries()
+        leaves(&self.tree())
             .into_iter()
-            .zip(other.entries())
+            .zip(leaves(&other.tree()))
             .find(|(a, b)| a != b && a.0 != "preset")
             .map(|((key, mine), (_, theirs))| (key, mine, theirs))
     }
 }
 
-fn range_text(r: &RangeInclusive<i64>) -> String {
-    format!("{}..={}", r.start(), r.end())
+/// Every value of a TOML tree as `(dotted key, value as TOML writes it)`, in order.
+fn leaves(tree: &toml::Value) -> Vec<(String, String)> {
+    fn walk(prefix: &str, node: &toml::Value, out: &mut Vec<(String, String)>) {
+        match node {
+            toml::Value::Table(table) => {
+                for (k, v) in table {
+                    let key = if prefix.is_empty() {
+                        k.clone()
+                    } else {
+                        format!("{prefix}.{k}")
+                    };
+                    walk(&key, v, out);
+                }
+            }
+            other => out.push((prefix.to_owned(), other.to_string())),
+        }
+    }
+    let mut out = Vec::new();
+    walk("", tree, &mut out);
+    out
 }
 
-fn parse_range(s: &str) -> std::result::Result<RangeInclusive<i64>, String> {
-    let (a, b) = s
-        .split_once("..=")
-        .ok_or_else(|| format!("`{s}` is not a range `a..=b`"))?;
-    let bound = |v: &str| v.trim().parse::<i64>().map_err(|e| format!("`{v}`: {e}"));
-    Ok(bound(a)?..=bound(b)?)
+/// `text` as a TOML value of the same type as `old`: a number, a boolean, or a
+/// bare word for a string (`optimality=descent`, `score_t=1..=20`).
+fn override_value(old: &toml::Value, text: &str) -> std::result::Result<toml::Value, String> {
+    let parsed = format!("v = {text}")
+        .parse::<toml::Table>()
+        .ok()
+        .and_then(|mut t| t.remove("v"));
+    let value = match (old, parsed) {
+        (toml::Value::String(_), Some(toml::Value::String(s))) => toml::Value::String(s),
+        (toml::Value::String(_), _) => toml::Value::String(text.trim().to_owned()),
+        // A whole number where a float is expected is that float.
+        (toml::Value::Float(_), Some(toml::Value::Integer(i))) => toml::Value::Float(i as f64),
+        (_, Some(v)) if v.same_type(old) => v,
+        _ => return Err(format!("expected {}, like `{old}`", old.type_str())),
+    };
+    Ok(value)
+}
+
+/// Step ranges as `a..=b` text.
+mod steps {
+    use std::ops::RangeInclusive;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn text(r: &RangeInclusive<i64>) -> String {
+        format!("{}..={}", r.start(), r.end())
+    }
+
+    pub fn parse(s: &str) -> Result<RangeInclusive<i64>, String> {
+        let (a, b) = s
+            .split_once("..=")
+            .ok_or_else(|| format!("`{s}` is not a range `a..=b`"))?;
+        let bound = |v: &str| v.trim().parse::<i64>().map_err(|e| format!("`{v}`: {e}"));
+        Ok(bound(a)?..=bound(b)?)
+    }
+
+    pub fn serialize<S: Serializer>(r: &RangeInclusive<i64>, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&text(r))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<RangeInclusive<i64>, D::Error> {
+        parse(&String::deserialize(d)?).map_err(serde::de::Error::custom)
+    }
 }
 
 /// Which form of optimality consistency stage 2 uses.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum OptimalityForm {
     /// [`physcon::losses::StationarityLoss`]: the energy gradient vanishes at the generated structure.
+    #[serde(rename = "stationarity")]
     Stationarity,
     /// [`physcon::losses::EnergyDescentLoss`]: the generated structure lies below the training structure.
+    #[serde(rename = "descent")]
     EnergyDescent,
 }
 
-/// The name of an optimality form, as the CLI's `--optimality` spells it.
+/// The name of an optimality form, as its settings key spells it.
 pub fn optimality_name(form: OptimalityForm) -> &'static str {
     match form {
         OptimalityForm::Stationarity => "stationarity",
@@ -241,88 +319,23 @@ pub fn optimality_name(form: OptimalityForm) -> &'static str {
     }
 }
 
-/// Reads an optimality form by [`optimality_name`].
-pub fn parse_optimality(s: &str) -> std::result::Result<OptimalityForm, String> {
-    [OptimalityForm::Stationarity, OptimalityForm::EnergyDescent]
-        .into_iter()
-        .find(|&f| optimality_name(f) == s)
-        .ok_or_else(|| format!("unknown optimality form `{s}` (stationarity, descent)"))
-}
-
-/// `key = value` lines (blank lines and `#` comments skipped), taken out key by key.
-pub(crate) struct KeyValues {
-    /// `(line number, key, value)`; `None` once taken.
-    lines: Vec<Option<(usize, String, String)>>,
-}
-
-fn text_error(reason: String) -> Error {
-    Error::InvalidArgument {
-        arg: "settings",
-        reason,
-    }
-}
-
-impl KeyValues {
-    pub(crate) fn parse(text: &str) -> Result<Self> {
-        let mut lines: Vec<Option<(usize, String, String)>> = Vec::new();
-        for (k, line) in text.lines().enumerate() {
-            let line = line.trim();
-            if line.is_empty() || line.starts_with('#') {
-                continue;
-            }
-            let (key, value) = line
-                .split_once('=')
-                .ok_or_else(|| text_error(format!("line {}: expected `key = value`, got `{line}`", k + 1)))?;
-            let key = key.trim().to_owned();
-            if let Some(Some((first, ..))) = lines
-                .iter()
-                .find(|l| matches!(l, Some((_, other, _)) if *other == key))
-            {
-                return Err(text_error(format!(
-                    "line {}: `{key}` repeats line {first}",
-                    k + 1
-                )));
-            }
-            lines.push(Some((k + 1, key, value.trim().to_owned())));
-        }
-        Ok(Self { lines })
-    }
-
-    /// The value of `key`, read by `parse`.
-    pub(crate) fn take_with<T>(
-        &mut self,
-        key: &str,
-        parse: impl FnOnce(&str) -> std::result::Result<T, String>,
-    ) -> Result<T> {
-        let slot = self
-            .lines
-            .iter_mut()
-            .find(|l| matches!(l, Some((_, k, _)) if k.as_str() == key))
-            .ok_or_else(|| text_error(format!("no `{key}`")))?;
-        let (line, _, value) = slot.take().ok_or_else(|| text_error(format!("no `{key}`")))?;
-        parse(&value).map_err(|e| text_error(format!("line {line}: `{key}`: {e}")))
-    }
-
-    /// The value of `key`, read by its `FromStr`.
-    pub(crate) fn take<T: FromStr>(&mut self, key: &str) -> Result<T>
-    where
-        T::Err: Display,
-    {
-        self.take_with(key, |v| v.parse::<T>().map_err(|e| format!("`{v}`: {e}")))
-    }
-
-    /// Refuses keys nobody took.
-    pub(crate) fn finish(self) -> Result<()> {
-        match self.lines.into_iter().flatten().next() {
-            Some((line, key, _)) => Err(text_error(format!("line {line}: unknown key `{key}`"))),
-            None => Ok(()),
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn set(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    fn reason(err: Error) -> String {
+        match err {
+            Error::InvalidArgument { arg, reason } => format!("{arg}: {reason}"),
+            other => other.to_string(),
+        }
+    }
 
     #[test]
     fn every_preset_reads_back_exactly() {
@@ -330,23 +343,30 @@ mod tests {
             let mut s = Settings::preset(preset).unwrap();
             s.kt = 0.1 + 0.2; // not a short decimal
             s.optimality = OptimalityForm::EnergyDescent;
+            s.validate().unwrap();
             assert_eq!(Settings::from_text(&s.to_text()).unwrap(), s);
         }
     }
 
     #[test]
-    fn bad_text_names_the_line() {
+    fn bad_text_names_the_line_or_the_setting() {
         let text = Settings::preset(Preset::Quick).unwrap().to_text();
-        let err = |text: &str| match Settings::from_text(text) {
-            Err(Error::InvalidArgument { reason, .. }) => reason,
-            other => panic!("expected an error, got {other:?}"),
-        };
-        let bad = text.replace("model.hidden = 32", "model.hidden = many");
-        assert!(err(&bad).starts_with("line 18: `model.hidden`"), "{}", err(&bad));
-        assert!(err(&format!("{text}colour = blue\n")).contains("unknown key `colour`"));
-        assert!(err(&format!("{text}kt = 1\n")).contains("`kt` repeats line"));
-        assert!(err(&text.replace("clip = 10\n", "")).contains("no `clip`"));
-        assert!(err("kt 1\n").starts_with("line 1: expected `key = value`"));
+        let err = |text: &str| reason(Settings::from_text(text).expect_err("refused"));
+        let bad = text.replace("hidden = 32", "hidden = \"many\"");
+        assert!(
+            err(&bad).contains("line") && err(&bad).contains("hidden"),
+            "{}",
+            err(&bad)
+        );
+        assert!(err(&format!("colour = \"blue\"\n{text}")).contains("colour"));
+        assert!(
+            err(&text.replace("clip = 10.0\n", "")).contains("clip"),
+            "{}",
+            err(&text.replace("clip = 10.0\n", ""))
+        );
+        // Read back, validated: a kt that no run could have used is refused.
+        assert!(err(&text.replace("kt = ", "kt = -")).contains("kt"));
+        assert!(err(&text.replace("score_t = \"1..=20\"", "score_t = \"0..=20\"")).starts_with("score_t:"));
     }
 
     #[test]
@@ -356,12 +376,67 @@ mod tests {
         let (key, a, b) = cpu.first_difference(&quick).unwrap();
         assert_eq!(
             (key.as_str(), a.as_str(), b.as_str()),
-            ("plan.stage1_steps", "1500", "30")
+            ("checkpoint_every", "200", "10")
         );
         let relabelled = Settings {
             preset: Preset::Paper,
             ..cpu.clone()
         };
         assert_eq!(cpu.first_difference(&relabelled), None);
+    }
+
+    /// Every override lands on its own setting, exactly as written, and nothing else moves.
+    #[test]
+    fn overrides_reach_their_settings() {
+        let got = Settings::with_overrides(
+            Preset::Cpu,
+            &set(&[
+                ("plan.stage1.force", "1.5"),
+                ("plan.stage2.force", "2"),
+                ("plan.stage2.score", "0.5"),
+                ("kt", "1.0"),
+                ("optimality", "descent"),
+                ("score_t", "1..=7"),
+                ("plan.stage2_steps", "40"),
+            ]),
+        )
+        .unwrap();
+        let mut want = Settings::preset(Preset::Cpu).unwrap();
+        want.plan.stage1.force = 1.5;
+        want.plan.stage2.force = 2.0;
+        want.plan.stage2.score = 0.5;
+        want.kt = 1.0; // not 0.9999999999999999 by way of a temperature
+        want.optimality = OptimalityForm::EnergyDescent;
+        want.score_t = 1..=7;
+        want.plan.stage2_steps = 40;
+        assert_eq!(got, want);
+    }
+
+    #[test]
+    fn bad_overrides_name_the_key() {
+        let err = |pairs: &[(&str, &str)]| {
+            reason(Settings::with_overrides(Preset::Cpu, &set(pairs)).expect_err("refused"))
+        };
+        let unknown = err(&[("plan.stage2.colour", "1")]);
+        assert!(
+            unknown.starts_with("--set: unknown setting `plan.stage2.colour`"),
+            "{unknown}"
+        );
+        assert!(unknown.contains("plan.stage2.score"), "{unknown}");
+        assert!(err(&[("plan", "1")]).contains("unknown setting `plan`"));
+        assert!(
+            err(&[("kt", "warm")]).contains("`kt=warm`: expected float"),
+            "{}",
+            err(&[("kt", "warm")])
+        );
+        assert!(err(&[("plan.batch_size", "2.5")]).contains("expected integer"));
+        assert!(
+            err(&[("optimality", "both")]).contains("both"),
+            "{}",
+            err(&[("optimality", "both")])
+        );
+        assert!(err(&[("score_t", "20..=1")]).starts_with("score_t:"));
+        assert!(err(&[("small_t_fraction", "1.5")]).starts_with("small_t_fraction:"));
+        assert!(err(&[("kt", "0")]).contains("kt"));
     }
 }

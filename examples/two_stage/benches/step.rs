@@ -46,7 +46,7 @@ use tch::{Kind, Tensor};
 use two_stage::data::{StepBatches, TrainData};
 use two_stage::log::Log;
 use two_stage::model::Graph;
-use two_stage::objective::Arm;
+use two_stage::objective::{Arm, Teacher};
 use two_stage::optim::zero_grads;
 use two_stage::settings::{Preset, Settings};
 use two_stage::training::{seed_step, Trainer};
@@ -166,7 +166,7 @@ fn write_fixture(data: &TrainData, batch_size: usize, kind: Kind, out: &Path) ->
         named.push((format!("{prefix}.force_mask"), b.force_mask.to_kind(Kind::Int64)));
     }
     seed_step(SEED, Arm::Consistency, step);
-    let (terms, draws) = t.objective().losses(&weights, &p)?;
+    let (terms, draws) = t.objective().losses(&weights, Teacher::Model, &p)?;
     for (suffix, drawn) in [
         ("den", &draws.denoising),
         ("opt", &draws.optimality),
@@ -282,7 +282,7 @@ fn verify_example(data: &TrainData, out: &Path) -> Result<()> {
     let weights = fresh.weights(Arm::Consistency)?;
     let p = fresh.batches(&weights, data, Kind::Float)?;
     seed_step(SEED, Arm::Consistency, step);
-    let (terms, _) = fresh.objective().losses(&weights, &p)?;
+    let (terms, _) = fresh.objective().losses(&weights, Teacher::Model, &p)?;
     let mut worst = 0f64;
     for term in terms.breakdown() {
         let col = header.iter().position(|h| *h == term.name);
@@ -331,7 +331,7 @@ fn measure(data: &TrainData, batch_size: usize, threads: i32, args: &Args) -> Re
     let (o, g2) = offeq(&p)?;
     tch::manual_seed(0);
     let step_timing = time(&mut || {
-        let (terms, _) = objective.losses(&weights, &p)?;
+        let (terms, _) = objective.losses(&weights, Teacher::Model, &p)?;
         let total = terms.total()?;
         zero_grads(&params);
         total.backward();
@@ -371,7 +371,7 @@ fn measure(data: &TrainData, batch_size: usize, threads: i32, args: &Args) -> Re
         parts.push((
             "score",
             time(&mut || {
-                backward(objective.score(o, g2)?.0);
+                backward(objective.score(o, g2, Teacher::Model)?.0);
                 Ok(())
             })?,
         ));

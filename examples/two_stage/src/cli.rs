@@ -157,6 +157,10 @@ pub struct TrainArgs {
     /// instead of the main run's two (control, both).
     #[arg(long)]
     pub ablation: bool,
+    /// Also train the oracle arm: consistency with the frames' xTB forces as
+    /// score consistency's teacher (the ceiling of the learned teacher).
+    #[arg(long)]
+    pub oracle: bool,
     /// Change one setting of the preset for a study, by its key in the settings'
     /// TOML (repeatable): e.g. `--set kt=0.05 --set plan.stage2.score=0.5 --set
     /// optimality=descent --set score_t=1..=10`. `--print-settings` lists every key.
@@ -171,12 +175,16 @@ pub struct TrainArgs {
 
 impl TrainArgs {
     /// The stage-2 arms this run trains, in order.
-    pub fn arms(&self) -> &'static [Arm] {
-        if self.ablation {
-            &Arm::ABLATION
+    pub fn arms(&self) -> Vec<Arm> {
+        let mut arms = if self.ablation {
+            Arm::ABLATION.to_vec()
         } else {
-            &Arm::MAIN
+            Arm::MAIN.to_vec()
+        };
+        if self.oracle {
+            arms.push(Arm::Oracle);
         }
+        arms
     }
 }
 
@@ -327,7 +335,7 @@ pub fn train(args: &TrainArgs) -> Result<()> {
             &data,
             &out.join(format!("seed-{seed}")),
             args.resume,
-            args.arms(),
+            &args.arms(),
         )?;
         let wall_seconds = t0.elapsed().as_secs_f64();
         let val = Some(evaluate_arms(
@@ -602,6 +610,7 @@ mod tests {
             "--ddim-steps",
             "5",
             "--ablation",
+            "--oracle",
         ]
         .map(Into::into)
         .to_vec();
@@ -623,8 +632,8 @@ mod tests {
         train(&args).unwrap();
         let report = std::fs::read_to_string(out.join("report.md")).unwrap();
         assert!(report.contains("consistency") && report.contains("MMFF structure"));
-        // The ablation trains and reports all four stage-2 arms.
-        for arm in Arm::ABLATION {
+        // The ablation trains and reports all four stage-2 arms, and the oracle.
+        for arm in Arm::ABLATION.into_iter().chain([Arm::Oracle]) {
             assert!(
                 report.contains(arm.describe()),
                 "{} missing from the report",

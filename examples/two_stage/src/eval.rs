@@ -16,6 +16,7 @@ use tch::{Device, Kind, Tensor};
 
 use crate::model::{Graph, Model};
 use crate::relax::{fire, Fire};
+use crate::teacher::{teacher_accuracy, TeacherAccuracy};
 
 /// How structures are generated.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -132,6 +133,10 @@ pub struct Scores {
     /// Mean RMSD over the K samples, per molecule in split order (Å).
     pub rmsd_per_molecule: Vec<f64>,
     pub molecules: usize,
+    /// The energy model against the split's off-equilibrium (`xtb-perturbed`) labels.
+    pub teacher_offeq: TeacherAccuracy,
+    /// The energy model against the labels at the split's MMFF structures.
+    pub teacher_mmff: TeacherAccuracy,
 }
 
 /// Pairs each molecule's cheap structure with its accurate minimum.
@@ -306,6 +311,8 @@ fn scores(
             .collect(),
         rmsd_per_molecule: rmsd_per_molecule.to_vec(),
         molecules: rmsd.nrows(),
+        teacher_offeq: TeacherAccuracy::default(),
+        teacher_mmff: TeacherAccuracy::default(),
     }
 }
 
@@ -409,8 +416,13 @@ pub fn evaluate(
     let m = pairs.len() as f64;
     let mae = (mae_mmff.iter().sum::<f64>() / m, mae_opt.iter().sum::<f64>() / m);
     let r = &per_molecule;
+    let model_scores = Scores {
+        teacher_offeq: teacher_accuracy(model, &split.with_level("xtb-perturbed"))?,
+        teacher_mmff: teacher_accuracy(model, &split.with_level("mmff"))?,
+        ..scores(r.rmsd.view(), r.egap.view(), &r.energy_ref, Some(mae))
+    };
     Ok(Evaluation {
-        model: scores(r.rmsd.view(), r.egap.view(), &r.energy_ref, Some(mae)),
+        model: model_scores,
         baseline: scores(
             r.baseline_rmsd.view().insert_axis(Axis(1)),
             r.baseline_egap.view().insert_axis(Axis(1)),

@@ -26,6 +26,7 @@
 //! - [`checkpoint`]: weights, optimiser state and settings in one file;
 //! - [`log`]: per-step CSV and the progress bar;
 //! - [`eval`] and [`report`]: scores on a split, tables, plots;
+//! - [`teacher`]: the energy model's force and energy errors (how good a teacher it is);
 //! - [`io`]: users' molecules (SDF/MOL, extended XYZ) in and out of `predict`.
 //! - [`npz`]: `predict`'s and `evaluate`'s results as NumPy `.npz` files.
 
@@ -43,6 +44,7 @@ pub mod plan;
 pub mod relax;
 pub mod report;
 pub mod settings;
+pub mod teacher;
 pub mod training;
 
 /// libtorch's generator is process-wide: tests that seed it run one at a time.

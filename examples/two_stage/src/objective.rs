@@ -38,15 +38,29 @@ pub enum Arm {
     OptimalityOnly,
     /// Stage 2 with score consistency only (ablation).
     ScoreOnly,
+    /// Stage 2 as [`Arm::Consistency`], but score consistency takes the frames'
+    /// accurate (GFN2-xTB) forces instead of the energy model's: a perfect
+    /// teacher, the ceiling of what the learned one can reach.
+    Oracle,
+}
+
+/// Where score consistency's forces come from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Teacher {
+    /// The energy model being trained (the method).
+    Model,
+    /// The frames' accurate force labels (the oracle).
+    Labels,
 }
 
 impl Arm {
-    pub const ALL: [Arm; 5] = [
+    pub const ALL: [Arm; 6] = [
         Arm::Stage1,
         Arm::Consistency,
         Arm::Control,
         Arm::OptimalityOnly,
         Arm::ScoreOnly,
+        Arm::Oracle,
     ];
     /// The stage-2 arms of the default run: the control and both laws.
     pub const MAIN: [Arm; 2] = [Arm::Control, Arm::Consistency];
@@ -65,6 +79,7 @@ impl Arm {
             Arm::Control => "control",
             Arm::OptimalityOnly => "optimality-only",
             Arm::ScoreOnly => "score-only",
+            Arm::Oracle => "oracle",
         }
     }
 
@@ -76,6 +91,16 @@ impl Arm {
             Arm::Control => "control (no consistency)",
             Arm::OptimalityOnly => "+ optimality only",
             Arm::ScoreOnly => "+ score consistency only",
+            Arm::Oracle => "oracle (score consistency with the xTB forces)",
+        }
+    }
+
+    /// Whose forces the arm's score consistency takes.
+    pub fn teacher(self) -> Teacher {
+        if self == Arm::Oracle {
+            Teacher::Labels
+        } else {
+            Teacher::Model
         }
     }
 
@@ -244,9 +269,9 @@ impl Objective<'_> {
         Ok((l, Drawn::new(t, &noised)))
     }
 
-    /// Score consistency with the model's own forces at t in `score_t` (flow
-    /// `ToStructure`); with what it drew.
-    pub fn score(&self, b: &LabelledBatch, g: &Graph) -> Result<(Tensor, Drawn)> {
+    /// Score consistency with the `teacher`'s forces (the model's own, or the
+    /// frames' labels) at t in `score_t` (flow `ToStructure`); with what it drew.
+    pub fn score(&self, b: &LabelledBatch, g: &Graph, teacher: Teacher) -> Result<(Tensor, Drawn)> {
         let layout = &g.layout;
         let t = self
             .schedule
@@ -254,9 +279,12 @@ impl Objective<'_> {
         let noised = q_sample(self.schedule, b.batch.pos(), &t, layout)?;
         let eps_hat = self.model.eps(g, noised.x_t(), &t)?;
         let energy = self.model.energy_model(g);
-        let forces = Forces::Model {
-            energy: &energy,
-            at: noised.x0(),
+        let forces = match teacher {
+            Teacher::Model => Forces::Model {
+                energy: &energy,
+                at: noised.x0(),
+            },
+            Teacher::Labels => Forces::Labels(&b.forces),
         };
         let l = self
             .losses
@@ -267,7 +295,12 @@ impl Objective<'_> {
 
     /// The weighted loss terms of one step on `batches`, drawing steps and noise
     /// from libtorch's generator in a fixed order; with what was drawn.
-    pub fn losses(&self, weights: &LossWeights, batches: &StepBatches) -> Result<(LossTerms, Draws)> {
+    pub fn losses(
+        &self,
+        weights: &LossWeights,
+        teacher: Teacher,
+        batches: &StepBatches,
+    ) -> Result<(LossTerms, Draws)> {
         let StepBatches { structures, g, offeq } = batches;
         let mut terms = LossTerms::new();
         let mut draws = Draws::default();
@@ -305,7 +338,7 @@ impl Objective<'_> {
                 arg: "batches",
                 reason: "score consistency is weighted but the step drew no off-equilibrium frames".into(),
             })?;
-            let (l, drawn) = self.score(b, g2)?;
+            let (l, drawn) = self.score(b, g2, teacher)?;
             terms.push(Term::Score.name(), weights.score, l)?;
             draws.score = Some(drawn);
         }
@@ -330,6 +363,7 @@ mod tests {
             (Arm::OptimalityOnly, full.optimality, 0.0),
             (Arm::ScoreOnly, 0.0, full.score),
             (Arm::Control, 0.0, 0.0),
+            (Arm::Oracle, full.optimality, full.score),
         ] {
             let w = arm.weights(&plan, step2).unwrap();
             assert_eq!((w.optimality, w.score), (optimality, score), "{}", arm.name());
@@ -340,9 +374,58 @@ mod tests {
             assert_eq!(Arm::from_name(arm.name()).unwrap(), arm);
         }
         assert_eq!(Arm::Stage1.weights(&plan, 0).unwrap(), plan.weights(0).unwrap());
+        for arm in Arm::ALL {
+            let oracle = arm == Arm::Oracle;
+            assert_eq!(arm.teacher() == Teacher::Labels, oracle, "{}", arm.name());
+        }
         assert!(matches!(
             Arm::from_name("both"),
             Err(Error::InvalidArgument { arg: "arm", reason }) if reason.contains("score-only")
         ));
+    }
+
+    /// The oracle's score term is the method's with the labels as the forces: with
+    /// labels equal to the model's own forces, the two are the same number.
+    #[test]
+    fn the_oracle_takes_the_labels_where_the_method_takes_the_model() {
+        use crate::model::ModelConfig;
+        use crate::settings::{Preset, Settings};
+        use physcon::data::Splits;
+        use physcon::forces;
+
+        let _rng = crate::rng_lock();
+        tch::set_num_threads(1);
+        let settings = Settings::preset(Preset::Quick).unwrap();
+        let vs = tch::nn::VarStore::new(Device::Cpu);
+        let model = Model::new(&vs.root(), ModelConfig::default(), settings.diffusion_steps);
+        let schedule = NoiseSchedule::cosine(settings.diffusion_steps).unwrap();
+        let losses = Losses::new(&settings).unwrap();
+        let objective = Objective {
+            model: &model,
+            settings: &settings,
+            schedule: &schedule,
+            losses: &losses,
+        };
+        let splits = Splits::read_dir(crate::repo_root().join("data")).unwrap();
+        let offeq = splits.val.with_level("xtb-perturbed");
+        let frames: Vec<&physcon::data::Frame> = offeq.frames()[..6].iter().collect();
+        let mut b = LabelledBatch::from_frames(&frames, Kind::Float, Device::Cpu).unwrap();
+        let g = Graph::new(&b.batch, Kind::Float).unwrap();
+        let score = |b: &LabelledBatch, teacher: Teacher| {
+            tch::manual_seed(11);
+            objective.score(b, &g, teacher).unwrap().0.double_value(&[])
+        };
+        let with_labels = score(&b, Teacher::Labels);
+        let with_model = score(&b, Teacher::Model);
+        assert!(
+            (with_labels - with_model).abs() > 1e-6 * with_model.abs(),
+            "an untrained model's forces are not xTB's"
+        );
+        b.forces = forces(&model.energy_model(&g), b.batch.pos(), &g.layout, false).unwrap();
+        let with_own_forces = score(&b, Teacher::Labels);
+        assert!(
+            (with_own_forces - with_model).abs() <= 1e-5 * with_model.abs(),
+            "{with_own_forces} vs {with_model}"
+        );
     }
 }

@@ -71,8 +71,11 @@ pub fn table(rows: &[(&str, Vec<&Scores>)], samples: i64) -> String {
     if best_of {
         let _ = write!(s, " RMSD min of {samples} (Å) |");
     }
-    s.push_str(" EGap under the model (eV) | energy MAE on MMFF (eV) | energy MAE on xTB-opt (eV) |\n");
-    s.push_str(&"|---".repeat(if best_of { 6 } else { 5 }));
+    s.push_str(
+        " EGap under the model (eV) | energy MAE on MMFF (eV) | energy MAE on xTB-opt (eV) | \
+         force MAE / RMSE off-eq (eV/Å) | energy MAE off-eq (eV) | force MAE at MMFF (eV/Å) |\n",
+    );
+    s.push_str(&"|---".repeat(if best_of { 9 } else { 8 }));
     s.push_str("|\n");
     for (name, scores) in rows {
         let col = |f: fn(&Scores) -> f64| {
@@ -89,10 +92,14 @@ pub fn table(rows: &[(&str, Vec<&Scores>)], samples: i64) -> String {
         }
         let _ = writeln!(
             s,
-            " {} | {} | {} |",
+            " {} | {} | {} | {} / {} | {} | {} |",
             col(|s| s.egap),
             col(|s| s.mae_mmff),
-            col(|s| s.mae_opt)
+            col(|s| s.mae_opt),
+            col(|s| s.teacher_offeq.force_mae),
+            col(|s| s.teacher_offeq.force_rmse),
+            col(|s| s.teacher_offeq.energy_mae),
+            col(|s| s.teacher_mmff.force_mae)
         );
     }
     s

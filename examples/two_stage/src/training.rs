@@ -32,6 +32,7 @@ fn salt(arm: Arm) -> u64 {
         Arm::Control => 3,
         Arm::OptimalityOnly => 4,
         Arm::ScoreOnly => 5,
+        Arm::Oracle => 6,
     }
 }
 
@@ -150,7 +151,7 @@ impl Trainer {
             seed_step(self.seed, arm, self.step);
             let weights = self.weights(arm)?;
             let batches = self.batches(&weights, data, Kind::Float)?;
-            let (terms, _) = self.objective().losses(&weights, &batches)?;
+            let (terms, _) = self.objective().losses(&weights, arm.teacher(), &batches)?;
             let total = terms.total()?;
             let lr = self.settings.plan.lr(self.step)?;
             let grad_norm = self.adam.minimise(&params, &total, lr, self.settings.clip)?;

@@ -4,7 +4,7 @@
 Same reference model as examples/two_stage/src/model.rs (same parameter names and
 shapes, so physcon's weights load as they are), the same losses as physcon
 (per-molecule means, masks, the exact frozen-teacher surrogate of
-`GradientFlow::ToStructure`), the same step as benches/step.rs: energy and
+`GradientFlow::ToStructure`), the same step as examples/two_stage/benches/step.rs: energy and
 forces on a batch of `mmff` frames, denoising, energy and forces on a batch of
 `xtb-perturbed` frames, optimality (stationarity) of the one-step structure
 x0_hat(R_t) at t in 1..=10, score consistency with model forces at t in 1..=20,
@@ -377,7 +377,7 @@ class Step:
         return terms, total
 
     def parts(self):
-        """Each loss alone, forward + backward, as benches/step.rs times them."""
+        """Each loss alone, forward + backward, as examples/two_stage/benches/step.rs times them."""
         w = self.weights
 
         def backward(loss):

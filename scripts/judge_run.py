@@ -34,7 +34,7 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from evaluate_xtb import Judge  # noqa: E402
 
-ARMS = ["control", "optimality-only", "score-only", "consistency"]
+ARMS = ["control", "optimality-only", "score-only", "consistency", "oracle"]
 METRICS = [("RMSD mean (Å)", 0), ("bond-length MAE (Å)", 1), ("EGap_xtb mean (eV)", 2)]
 
 

@@ -47,7 +47,8 @@ fn rustdoc_of(path: &Path, name: &str) -> Vec<String> {
     let is_item = |line: &str| {
         ["pub struct ", "pub fn ", "pub enum "].iter().any(|kw| {
             line.strip_prefix(kw).is_some_and(|rest| {
-                rest.starts_with(name) && !rest[name.len()..].starts_with(|c: char| c.is_alphanumeric() || c == '_')
+                rest.starts_with(name)
+                    && !rest[name.len()..].starts_with(|c: char| c.is_alphanumeric() || c == '_')
             })
         })
     };
@@ -143,7 +144,13 @@ fn python_name(path: &str) -> String {
     let first = segments
         .iter()
         .rposition(|s| s.starts_with(char::is_uppercase))
-        .map(|i| if i > 0 && segments[i - 1].starts_with(char::is_uppercase) { i - 1 } else { i })
+        .map(|i| {
+            if i > 0 && segments[i - 1].starts_with(char::is_uppercase) {
+                i - 1
+            } else {
+                i
+            }
+        })
         .unwrap_or(segments.len() - 1);
     let mut parts: Vec<String> = segments[first..].iter().map(|s| s.to_string()).collect();
     if parts.len() == 2 && parts[1] == "new" {

@@ -108,7 +108,10 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 struct PyEnergy(Py<PyAny>);
 
 impl PyEnergy {
-    fn call(&self, args: impl for<'py> FnOnce(Python<'py>) -> PyResult<Bound<'py, PyTuple>>) -> physcon::Result<Tensor> {
+    fn call(
+        &self,
+        args: impl for<'py> FnOnce(Python<'py>) -> PyResult<Bound<'py, PyTuple>>,
+    ) -> physcon::Result<Tensor> {
         // Called with the GIL released (see `released`): take it for the model only.
         Python::with_gil(|py| {
             let out = self.0.call1(py, args(py)?)?;
@@ -388,7 +391,11 @@ impl PyPerMolecule {
         format!(
             "PerMolecule(num_molecules={}, masked={})",
             inner.values().size().first().copied().unwrap_or(0),
-            if inner.labelled().is_some() { "True" } else { "False" }
+            if inner.labelled().is_some() {
+                "True"
+            } else {
+                "False"
+            }
         )
     }
 }
@@ -465,7 +472,10 @@ impl PyEnergyLoss {
         batch: BatchArg,
         mask: Option<PyTensor>,
     ) -> PyResult<PyPerMolecule> {
-        Ok(PyPerMolecule::new(self.run(py, pred, target, batch, mask)?, false))
+        Ok(PyPerMolecule::new(
+            self.run(py, pred, target, batch, mask)?,
+            false,
+        ))
     }
 
     #[getter]
@@ -553,7 +563,10 @@ impl PyForceLoss {
         batch: BatchArg,
         mask: Option<PyTensor>,
     ) -> PyResult<PyPerMolecule> {
-        Ok(PyPerMolecule::new(self.run(py, pred, target, batch, mask)?, false))
+        Ok(PyPerMolecule::new(
+            self.run(py, pred, target, batch, mask)?,
+            false,
+        ))
     }
 
     fn __repr__(&self) -> String {
@@ -600,7 +613,13 @@ impl PyDenoisingLoss {
         })
     }
 
-    fn __call__(&self, py: Python<'_>, eps_hat: PyTensor, eps: PyTensor, batch: BatchArg) -> PyResult<PyTensor> {
+    fn __call__(
+        &self,
+        py: Python<'_>,
+        eps_hat: PyTensor,
+        eps: PyTensor,
+        batch: BatchArg,
+    ) -> PyResult<PyTensor> {
         let per = self.run(py, eps_hat, eps, batch)?;
         Ok(PyTensor(released(py, move || finish_scalar(per))?))
     }
@@ -622,7 +641,13 @@ impl PyDenoisingLoss {
 }
 
 impl PyDenoisingLoss {
-    fn run(&self, py: Python<'_>, eps_hat: PyTensor, eps: PyTensor, batch: BatchArg) -> PyResult<pl::PerMolecule> {
+    fn run(
+        &self,
+        py: Python<'_>,
+        eps_hat: PyTensor,
+        eps: PyTensor,
+        batch: BatchArg,
+    ) -> PyResult<pl::PerMolecule> {
         let loss = self.inner;
         released(py, move || {
             let layout = batch.layout()?;
@@ -660,7 +685,13 @@ impl PyStationarityLoss {
         })
     }
 
-    fn __call__(&self, py: Python<'_>, energy: PyObject, structure: PyTensor, batch: BatchArg) -> PyResult<PyTensor> {
+    fn __call__(
+        &self,
+        py: Python<'_>,
+        energy: PyObject,
+        structure: PyTensor,
+        batch: BatchArg,
+    ) -> PyResult<PyTensor> {
         let loss = self.inner;
         let energy = PyEnergy(energy);
         let (value, detach) = released_with_grad(py, move || {
@@ -829,7 +860,10 @@ impl PyScoreConsistency {
     fn new(kt: f64, flow: Option<&Bound<'_, PyAny>>, checks: &str) -> PyResult<Self> {
         let (flow, checks) = (PyFlow::extract(flow)?, checks_of(checks)?);
         Ok(Self {
-            inner: pl::ScoreConsistency::new(kt).map_err(py_err)?.flow(flow.lib()).checks(checks),
+            inner: pl::ScoreConsistency::new(kt)
+                .map_err(py_err)?
+                .flow(flow.lib())
+                .checks(checks),
             flow,
             checks,
         })
@@ -1001,7 +1035,10 @@ fn energy_and_forces(
         let layout = batch.layout()?;
         physcon::energy_and_forces(&model, &pos, &layout, create_graph)
     })?;
-    Ok((PyTensor(detach_if(out.energy, detach)), PyTensor(detach_if(out.forces, detach))))
+    Ok((
+        PyTensor(detach_if(out.energy, detach)),
+        PyTensor(detach_if(out.forces, detach)),
+    ))
 }
 
 #[pyfunction]

@@ -345,13 +345,24 @@ struct PyPerMolecule {
     detach: bool,
 }
 
+/// What a loss's computation returns: the per-molecule values, and whether
+/// they were made under `torch.no_grad()` (see `released_with_grad`).
+type Computed = (pl::PerMolecule, bool);
+
 impl PyPerMolecule {
-    fn new(inner: pl::PerMolecule, detach: bool) -> Self {
+    fn of((inner, detach): Computed) -> Self {
         Self {
             inner: Mutex::new(inner),
             detach,
         }
     }
+}
+
+/// `loss(...)`: the mean of the per-molecule values, which is the library's
+/// scalar loss in value and gradient.
+fn scalar(py: Python<'_>, (per, detach): Computed) -> PyResult<PyTensor> {
+    let value = released(py, move || per.mean())?;
+    Ok(PyTensor(detach_if(value, detach)))
 }
 
 #[pymethods]
@@ -403,11 +414,6 @@ impl PyPerMolecule {
 // ---------------------------------------------------------------------------
 // Supervised losses
 
-/// The reduction a loss call ends with.
-fn finish_scalar(per: pl::PerMolecule) -> physcon::Result<Tensor> {
-    per.mean()
-}
-
 #[pyclass(module = "physcon", name = "EnergyLoss")]
 #[doc = lib_doc!("EnergyLoss")]
 ///
@@ -458,8 +464,7 @@ impl PyEnergyLoss {
         batch: BatchArg,
         mask: Option<PyTensor>,
     ) -> PyResult<PyTensor> {
-        let per = self.run(py, pred, target, batch, mask)?;
-        Ok(PyTensor(released(py, move || finish_scalar(per))?))
+        scalar(py, self.run(py, pred, target, batch, mask)?)
     }
 
     /// The error of every molecule, `[B]`, with the mask.
@@ -472,10 +477,7 @@ impl PyEnergyLoss {
         batch: BatchArg,
         mask: Option<PyTensor>,
     ) -> PyResult<PyPerMolecule> {
-        Ok(PyPerMolecule::new(
-            self.run(py, pred, target, batch, mask)?,
-            false,
-        ))
+        Ok(PyPerMolecule::of(self.run(py, pred, target, batch, mask)?))
     }
 
     #[getter]
@@ -509,12 +511,13 @@ impl PyEnergyLoss {
         target: PyTensor,
         batch: BatchArg,
         mask: Option<PyTensor>,
-    ) -> PyResult<pl::PerMolecule> {
+    ) -> PyResult<Computed> {
         let loss = self.inner;
-        released(py, move || {
+        let per = released(py, move || {
             let layout = batch.layout()?;
             loss.forward_per_molecule(&pred, &target, mask.as_deref(), &layout)
-        })
+        })?;
+        Ok((per, false))
     }
 }
 
@@ -549,8 +552,7 @@ impl PyForceLoss {
         batch: BatchArg,
         mask: Option<PyTensor>,
     ) -> PyResult<PyTensor> {
-        let per = self.run(py, pred, target, batch, mask)?;
-        Ok(PyTensor(released(py, move || finish_scalar(per))?))
+        scalar(py, self.run(py, pred, target, batch, mask)?)
     }
 
     /// `(1/3n_b) sum_i ||F_pred,i - F_ref,i||^2` of every molecule, `[B]`, with the mask.
@@ -563,10 +565,7 @@ impl PyForceLoss {
         batch: BatchArg,
         mask: Option<PyTensor>,
     ) -> PyResult<PyPerMolecule> {
-        Ok(PyPerMolecule::new(
-            self.run(py, pred, target, batch, mask)?,
-            false,
-        ))
+        Ok(PyPerMolecule::of(self.run(py, pred, target, batch, mask)?))
     }
 
     fn __repr__(&self) -> String {
@@ -582,12 +581,13 @@ impl PyForceLoss {
         target: PyTensor,
         batch: BatchArg,
         mask: Option<PyTensor>,
-    ) -> PyResult<pl::PerMolecule> {
+    ) -> PyResult<Computed> {
         let loss = self.inner;
-        released(py, move || {
+        let per = released(py, move || {
             let layout = batch.layout()?;
             loss.forward_per_molecule(&pred, &target, mask.as_deref(), &layout)
-        })
+        })?;
+        Ok((per, false))
     }
 }
 
@@ -620,8 +620,7 @@ impl PyDenoisingLoss {
         eps: PyTensor,
         batch: BatchArg,
     ) -> PyResult<PyTensor> {
-        let per = self.run(py, eps_hat, eps, batch)?;
-        Ok(PyTensor(released(py, move || finish_scalar(per))?))
+        scalar(py, self.run(py, eps_hat, eps, batch)?)
     }
 
     /// `(1/n_b) sum_i ||eps_hat_i - eps_i||^2` of every molecule, `[B]`.
@@ -632,7 +631,7 @@ impl PyDenoisingLoss {
         eps: PyTensor,
         batch: BatchArg,
     ) -> PyResult<PyPerMolecule> {
-        Ok(PyPerMolecule::new(self.run(py, eps_hat, eps, batch)?, false))
+        Ok(PyPerMolecule::of(self.run(py, eps_hat, eps, batch)?))
     }
 
     fn __repr__(&self) -> String {
@@ -641,18 +640,13 @@ impl PyDenoisingLoss {
 }
 
 impl PyDenoisingLoss {
-    fn run(
-        &self,
-        py: Python<'_>,
-        eps_hat: PyTensor,
-        eps: PyTensor,
-        batch: BatchArg,
-    ) -> PyResult<pl::PerMolecule> {
+    fn run(&self, py: Python<'_>, eps_hat: PyTensor, eps: PyTensor, batch: BatchArg) -> PyResult<Computed> {
         let loss = self.inner;
-        released(py, move || {
+        let per = released(py, move || {
             let layout = batch.layout()?;
             loss.forward_per_molecule(&eps_hat, &eps, &layout)
-        })
+        })?;
+        Ok((per, false))
     }
 }
 
@@ -692,13 +686,7 @@ impl PyStationarityLoss {
         structure: PyTensor,
         batch: BatchArg,
     ) -> PyResult<PyTensor> {
-        let loss = self.inner;
-        let energy = PyEnergy(energy);
-        let (value, detach) = released_with_grad(py, move || {
-            let layout = batch.layout()?;
-            loss.forward(&energy, &structure, &layout)
-        })?;
-        Ok(PyTensor(detach_if(value, detach)))
+        scalar(py, self.run(py, energy, structure, batch)?)
     }
 
     /// `(1/n_b) sum_{i in b} ||dE/dR_hat_i||^2` of every molecule, `[B]`.
@@ -709,13 +697,7 @@ impl PyStationarityLoss {
         structure: PyTensor,
         batch: BatchArg,
     ) -> PyResult<PyPerMolecule> {
-        let loss = self.inner;
-        let energy = PyEnergy(energy);
-        let (per, detach) = released_with_grad(py, move || {
-            let layout = batch.layout()?;
-            loss.forward_per_molecule(&energy, &structure, &layout)
-        })?;
-        Ok(PyPerMolecule::new(per, detach))
+        Ok(PyPerMolecule::of(self.run(py, energy, structure, batch)?))
     }
 
     #[getter]
@@ -729,6 +711,23 @@ impl PyStationarityLoss {
             self.flow.name(),
             checks_name(self.checks)
         )
+    }
+}
+
+impl PyStationarityLoss {
+    fn run(
+        &self,
+        py: Python<'_>,
+        energy: PyObject,
+        structure: PyTensor,
+        batch: BatchArg,
+    ) -> PyResult<Computed> {
+        let loss = self.inner;
+        let energy = PyEnergy(energy);
+        released_with_grad(py, move || {
+            let layout = batch.layout()?;
+            loss.forward_per_molecule(&energy, &structure, &layout)
+        })
     }
 }
 
@@ -765,13 +764,7 @@ impl PyEnergyDescentLoss {
         reference: PyTensor,
         batch: BatchArg,
     ) -> PyResult<PyTensor> {
-        let loss = self.inner;
-        let energy = PyEnergy(energy);
-        let (value, detach) = released_with_grad(py, move || {
-            let layout = batch.layout()?;
-            loss.forward(&energy, &structure, &reference, &layout)
-        })?;
-        Ok(PyTensor(detach_if(value, detach)))
+        scalar(py, self.run(py, energy, structure, reference, batch)?)
     }
 
     /// `(E(R_hat_b) - sg E(R_ref,b)) / n_b` of every molecule, `[B]`.
@@ -783,13 +776,9 @@ impl PyEnergyDescentLoss {
         reference: PyTensor,
         batch: BatchArg,
     ) -> PyResult<PyPerMolecule> {
-        let loss = self.inner;
-        let energy = PyEnergy(energy);
-        let (per, detach) = released_with_grad(py, move || {
-            let layout = batch.layout()?;
-            loss.forward_per_molecule(&energy, &structure, &reference, &layout)
-        })?;
-        Ok(PyPerMolecule::new(per, detach))
+        Ok(PyPerMolecule::of(
+            self.run(py, energy, structure, reference, batch)?,
+        ))
     }
 
     #[getter]
@@ -803,6 +792,24 @@ impl PyEnergyDescentLoss {
             self.flow.name(),
             checks_name(self.checks)
         )
+    }
+}
+
+impl PyEnergyDescentLoss {
+    fn run(
+        &self,
+        py: Python<'_>,
+        energy: PyObject,
+        structure: PyTensor,
+        reference: PyTensor,
+        batch: BatchArg,
+    ) -> PyResult<Computed> {
+        let loss = self.inner;
+        let energy = PyEnergy(energy);
+        released_with_grad(py, move || {
+            let layout = batch.layout()?;
+            loss.forward_per_molecule(&energy, &structure, &reference, &layout)
+        })
     }
 }
 
@@ -881,9 +888,8 @@ impl PyScoreConsistency {
         clean: Option<PyTensor>,
         forces: Option<PyTensor>,
     ) -> PyResult<PyTensor> {
-        let (per, detach) = self.run(py, eps_hat, &level, batch, ForcesArg::of(energy, clean, forces)?)?;
-        let value = released(py, move || finish_scalar(per))?;
-        Ok(PyTensor(detach_if(value, detach)))
+        let forces = ForcesArg::of(energy, clean, forces)?;
+        scalar(py, self.run(py, eps_hat, &level, batch, forces)?)
     }
 
     /// `(1/n_b) sum_{i in b} ||eps_hat_i - eps*_i||^2` of every molecule, `[B]`.
@@ -899,8 +905,8 @@ impl PyScoreConsistency {
         clean: Option<PyTensor>,
         forces: Option<PyTensor>,
     ) -> PyResult<PyPerMolecule> {
-        let (per, detach) = self.run(py, eps_hat, &level, batch, ForcesArg::of(energy, clean, forces)?)?;
-        Ok(PyPerMolecule::new(per, detach))
+        let forces = ForcesArg::of(energy, clean, forces)?;
+        Ok(PyPerMolecule::of(self.run(py, eps_hat, &level, batch, forces)?))
     }
 
     /// kT in eV.
@@ -932,7 +938,7 @@ impl PyScoreConsistency {
         level: &PyNoiseLevel,
         batch: BatchArg,
         forces: ForcesArg,
-    ) -> PyResult<(pl::PerMolecule, bool)> {
+    ) -> PyResult<Computed> {
         let loss = self.inner;
         let level = &level.inner;
         // Force labels need no derivative: `torch.no_grad()` then acts as on any

@@ -512,13 +512,60 @@ impl PyEnergyLoss {
         batch: BatchArg,
         mask: Option<PyTensor>,
     ) -> PyResult<Computed> {
-        let loss = self.inner;
-        let per = released(py, move || {
-            let layout = batch.layout()?;
-            loss.forward_per_molecule(&pred, &target, mask.as_deref(), &layout)
-        })?;
-        Ok((per, false))
+        supervised(py, self.inner, pred, target, batch, mask)
     }
+}
+
+/// The library's supervised losses: a prediction against labels, with a mask.
+trait Supervised: Copy + Send {
+    fn per_molecule(
+        &self,
+        pred: &Tensor,
+        target: &Tensor,
+        mask: Option<&Tensor>,
+        layout: &BatchLayout,
+    ) -> physcon::Result<pl::PerMolecule>;
+}
+
+impl Supervised for pl::EnergyLoss {
+    fn per_molecule(
+        &self,
+        pred: &Tensor,
+        target: &Tensor,
+        mask: Option<&Tensor>,
+        layout: &BatchLayout,
+    ) -> physcon::Result<pl::PerMolecule> {
+        self.forward_per_molecule(pred, target, mask, layout)
+    }
+}
+
+impl Supervised for pl::ForceLoss {
+    fn per_molecule(
+        &self,
+        pred: &Tensor,
+        target: &Tensor,
+        mask: Option<&Tensor>,
+        layout: &BatchLayout,
+    ) -> physcon::Result<pl::PerMolecule> {
+        self.forward_per_molecule(pred, target, mask, layout)
+    }
+}
+
+/// Runs a supervised loss without the GIL (labels need no derivative, so
+/// `torch.no_grad()` acts as on any PyTorch loss).
+fn supervised(
+    py: Python<'_>,
+    loss: impl Supervised,
+    pred: PyTensor,
+    target: PyTensor,
+    batch: BatchArg,
+    mask: Option<PyTensor>,
+) -> PyResult<Computed> {
+    let per = released(py, move || {
+        let layout = batch.layout()?;
+        loss.per_molecule(&pred, &target, mask.as_deref(), &layout)
+    })?;
+    Ok((per, false))
 }
 
 #[pyclass(module = "physcon", name = "ForceLoss")]
@@ -582,12 +629,7 @@ impl PyForceLoss {
         batch: BatchArg,
         mask: Option<PyTensor>,
     ) -> PyResult<Computed> {
-        let loss = self.inner;
-        let per = released(py, move || {
-            let layout = batch.layout()?;
-            loss.forward_per_molecule(&pred, &target, mask.as_deref(), &layout)
-        })?;
-        Ok((per, false))
+        supervised(py, self.inner, pred, target, batch, mask)
     }
 }
 

@@ -21,11 +21,12 @@ const ITEMS: &[(&str, &str)] = &[
     ("StationarityLoss", "losses/optimality.rs"),
     ("EnergyDescentLoss", "losses/optimality.rs"),
     ("ScoreConsistency", "losses/score.rs"),
+    ("NoiseSchedule", "diffusion/schedule.rs"),
+    ("q_sample", "diffusion/mod.rs"),
     ("energy_and_forces", "energy.rs"),
     ("kabsch_rmsd", "metrics.rs"),
     ("energy_gap", "metrics.rs"),
     ("energy_mae", "metrics.rs"),
-    ("check_energy_model", "testing/model_check.rs"),
 ];
 
 fn main() {
@@ -120,7 +121,6 @@ fn unlink(line: &str) -> String {
         let path = &rest[start + 2..start + 2 + len];
         out.push('`');
         out.push_str(&python_name(path));
-        out.push('`');
         rest = &rest[start + 2 + len + 2..];
         // Drop an explicit link target.
         for (open, close) in [('(', ')'), ('[', ']')] {
@@ -130,9 +130,28 @@ fn unlink(line: &str) -> String {
                 }
             }
         }
+        // A link followed by code (``[`NoiseLevel::new`]`(a, s)` ``) reads as one span.
+        match rest.strip_prefix('`') {
+            Some(code) => rest = code,
+            None => out.push('`'),
+        }
     }
     out.push_str(rest);
-    out
+    python_words(&out)
+}
+
+/// Rust names in code spans that have other names in Python.
+fn python_words(line: &str) -> String {
+    [
+        ("`ToStructure`", "`TO_STRUCTURE`"),
+        ("`ToEnergy`", "`TO_ENERGY`"),
+        ("`Both`", "`BOTH`"),
+        ("`Temperature`", "`kelvin_to_kt`"),
+    ]
+    .iter()
+    .fold(line.to_string(), |text, (rust, python)| {
+        text.replace(rust, python)
+    })
 }
 
 /// `crate::losses::GradientFlow::ToStructure` -> `GradientFlow.TO_STRUCTURE`,

@@ -39,6 +39,8 @@ from ._physcon import (  # noqa: E402  (after the version check, on purpose)
     GradientFlow,
     ModelReport,
     NoiseLevel,
+    Noised,
+    NoiseSchedule,
     PerMolecule,
     ScoreConsistency,
     StationarityLoss,
@@ -48,6 +50,7 @@ from ._physcon import (  # noqa: E402  (after the version check, on purpose)
     energy_mae,
     kabsch_rmsd,
     kelvin_to_kt,
+    q_sample,
 )
 
 __version__ = "0.1.0"
@@ -63,6 +66,8 @@ __all__ = [
     "GradientFlow",
     "ModelReport",
     "NoiseLevel",
+    "Noised",
+    "NoiseSchedule",
     "PerMolecule",
     "ScoreConsistency",
     "StationarityLoss",
@@ -72,4 +77,5 @@ __all__ = [
     "energy_mae",
     "kabsch_rmsd",
     "kelvin_to_kt",
+    "q_sample",
 ]

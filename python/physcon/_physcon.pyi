@@ -7,6 +7,7 @@ on the runtime objects: ``help(physcon.ScoreConsistency)``.
 
 from typing import Callable, Literal, Optional, Tuple, Union
 
+import torch
 from torch import Tensor
 
 KB_EV_PER_K: float
@@ -153,6 +154,41 @@ class NoiseLevel:
     def sigma(self) -> Tensor: ...
     @property
     def t(self) -> Optional[Tensor]: ...
+
+class NoiseSchedule:
+    """A variance-preserving schedule ``R_t = a_t R_0 + s_t eps``, ``t`` in ``1..=T``."""
+
+    def __init__(
+        self,
+        kind: Literal["cosine", "linear"] = "cosine",
+        steps: int = 1000,
+        *,
+        s: float = 0.008,
+        beta_start: float = 1e-4,
+        beta_end: float = 0.02,
+    ) -> None: ...
+    @property
+    def steps(self) -> int: ...
+    def alpha_bar(self, t: int) -> float: ...
+    def alpha(self, t: int) -> float: ...
+    def sigma(self, t: int) -> float: ...
+    def level(self, t: Tensor, dtype: Optional[torch.dtype] = None) -> NoiseLevel: ...
+
+class Noised:
+    """A noised structure: ``x0`` (centred), ``x_t``, ``eps`` ``[N, 3]`` and its ``level``."""
+
+    @property
+    def x0(self) -> Tensor: ...
+    @property
+    def x_t(self) -> Tensor: ...
+    @property
+    def eps(self) -> Tensor: ...
+    @property
+    def level(self) -> NoiseLevel: ...
+
+def q_sample(
+    schedule: NoiseSchedule, x0: Tensor, t: Tensor, batch: BatchLike, *, eps: Optional[Tensor] = None
+) -> Noised: ...
 
 class ModelReport:
     """The findings of ``check_energy_model``."""

@@ -1061,6 +1061,173 @@ impl PyNoiseLevel {
     }
 }
 
+#[pyclass(module = "physcon", name = "NoiseSchedule", frozen)]
+#[doc = lib_doc!("NoiseSchedule")]
+///
+/// Python: `NoiseSchedule("cosine", steps=1000, *, s=0.008)` or
+/// `NoiseSchedule("linear", steps=1000, *, beta_start=1e-4, beta_end=0.02)`;
+/// `schedule.level(t, dtype=torch.float32)` gives the `NoiseLevel` of steps
+/// `t` `[B]` (int64 in `1..=T`); `alpha_bar(t)`, `alpha(t)`, `sigma(t)` for one step.
+struct PyNoiseSchedule {
+    inner: pd::NoiseSchedule,
+}
+
+#[pymethods]
+impl PyNoiseSchedule {
+    #[new]
+    #[pyo3(signature = (kind = "cosine", steps = 1000, *, s = 0.008, beta_start = 1e-4, beta_end = 0.02))]
+    fn new(kind: &str, steps: i64, s: f64, beta_start: f64, beta_end: f64) -> PyResult<Self> {
+        let kind = match kind {
+            "cosine" => pd::ScheduleKind::Cosine { s },
+            "linear" => pd::ScheduleKind::Linear { beta_start, beta_end },
+            _ => {
+                return Err(PyValueError::new_err(format!(
+                    "`kind`: expected 'cosine' or 'linear', got {kind:?}"
+                )))
+            }
+        };
+        Ok(Self {
+            inner: pd::NoiseSchedule::new(kind, steps).map_err(py_err)?,
+        })
+    }
+
+    /// The number of steps T.
+    #[getter]
+    fn steps(&self) -> i64 {
+        self.inner.steps()
+    }
+
+    /// `abar_t` for `t` in `0..=T` (`abar_0 = 1`).
+    fn alpha_bar(&self, t: i64) -> PyResult<f64> {
+        self.inner.alpha_bar(t).map_err(py_err)
+    }
+
+    /// `a_t = sqrt(abar_t)`, the signal scale.
+    fn alpha(&self, t: i64) -> PyResult<f64> {
+        self.inner.alpha(t).map_err(py_err)
+    }
+
+    /// `s_t = sqrt(1 - abar_t)`, the noise scale.
+    fn sigma(&self, t: i64) -> PyResult<f64> {
+        self.inner.sigma(t).map_err(py_err)
+    }
+
+    /// The `NoiseLevel` of steps `t` `[B]` (int64 in `1..=T`), as `dtype` on `t`'s device.
+    #[pyo3(signature = (t, dtype = None))]
+    fn level(&self, py: Python<'_>, t: PyTensor, dtype: Option<&Bound<'_, PyAny>>) -> PyResult<PyNoiseLevel> {
+        let kind = kind_of(dtype)?;
+        let schedule = &self.inner;
+        let level = released(py, move || schedule.level(&t, kind))?;
+        Ok(PyNoiseLevel {
+            inner: Mutex::new(level),
+        })
+    }
+
+    fn __repr__(&self) -> String {
+        match self.inner.kind() {
+            pd::ScheduleKind::Cosine { s } => {
+                format!("NoiseSchedule('cosine', steps={}, s={s})", self.inner.steps())
+            }
+            pd::ScheduleKind::Linear { beta_start, beta_end } => format!(
+                "NoiseSchedule('linear', steps={}, beta_start={beta_start}, beta_end={beta_end})",
+                self.inner.steps()
+            ),
+        }
+    }
+}
+
+/// A `torch.dtype` (floating point) as a libtorch kind; `None` is `torch.float32`.
+fn kind_of(dtype: Option<&Bound<'_, PyAny>>) -> PyResult<Kind> {
+    let Some(dtype) = dtype else {
+        return Ok(Kind::Float);
+    };
+    match dtype.str()?.to_str()? {
+        "torch.float32" => Ok(Kind::Float),
+        "torch.float64" => Ok(Kind::Double),
+        "torch.float16" => Ok(Kind::Half),
+        "torch.bfloat16" => Ok(Kind::BFloat16),
+        other => Err(PyTypeError::new_err(format!(
+            "`dtype`: expected a floating-point torch.dtype, got {other}"
+        ))),
+    }
+}
+
+/// A noised structure: `x0` (centred), `x_t`, `eps` `[N, 3]` and its `level`.
+#[pyclass(module = "physcon", name = "Noised")]
+struct PyNoised {
+    x0: Mutex<Tensor>,
+    x_t: Mutex<Tensor>,
+    eps: Mutex<Tensor>,
+    level: Py<PyNoiseLevel>,
+}
+
+#[pymethods]
+impl PyNoised {
+    /// The clean structure, centred per molecule, `[N, 3]`.
+    #[getter]
+    fn x0(&self) -> PyTensor {
+        PyTensor(lock(&self.x0).shallow_clone())
+    }
+
+    /// The noised structure `R_t = a_t R_0 + s_t eps`, `[N, 3]`.
+    #[getter]
+    fn x_t(&self) -> PyTensor {
+        PyTensor(lock(&self.x_t).shallow_clone())
+    }
+
+    /// The centre-of-mass-free noise `eps`, `[N, 3]`: the denoising target.
+    #[getter]
+    fn eps(&self) -> PyTensor {
+        PyTensor(lock(&self.eps).shallow_clone())
+    }
+
+    /// The noise level (`t`, `alpha`, `sigma` per molecule).
+    #[getter]
+    fn level(&self, py: Python<'_>) -> Py<PyNoiseLevel> {
+        self.level.clone_ref(py)
+    }
+}
+
+#[pyfunction]
+#[pyo3(signature = (schedule, x0, t, batch, *, eps = None))]
+#[doc = lib_doc!("q_sample")]
+///
+/// Python: `q_sample(schedule, x0, t, batch, *, eps=None)` returns a `Noised`
+/// (`.x0`, `.x_t`, `.eps`, `.level`); `t` `[B]` int64 steps; `eps` `[N, 3]`
+/// given noise (projected to zero centroid per molecule), else drawn from
+/// torch's global generator (`torch.manual_seed`).
+fn q_sample(
+    py: Python<'_>,
+    schedule: PyRef<'_, PyNoiseSchedule>,
+    x0: PyTensor,
+    t: PyTensor,
+    batch: BatchArg,
+    eps: Option<PyTensor>,
+) -> PyResult<PyNoised> {
+    let schedule = &schedule.inner;
+    let (noised, level) = released(py, move || {
+        let layout = batch.layout()?;
+        let noised = match eps {
+            Some(eps) => pd::q_sample_with(schedule, &x0, &t, &eps, &layout)?,
+            None => pd::q_sample(schedule, &x0, &t, &layout)?,
+        };
+        // The level again, as an owned value for Python (the library lends its own).
+        let level = schedule.level(&t, x0.kind())?;
+        Ok((noised, level))
+    })?;
+    Ok(PyNoised {
+        x0: Mutex::new(noised.x0().shallow_clone()),
+        x_t: Mutex::new(noised.x_t().shallow_clone()),
+        eps: Mutex::new(noised.eps().shallow_clone()),
+        level: Py::new(
+            py,
+            PyNoiseLevel {
+                inner: Mutex::new(level),
+            },
+        )?,
+    })
+}
+
 // ---------------------------------------------------------------------------
 // Energies, forces, metrics
 
@@ -1196,17 +1363,31 @@ impl PyModelReport {
     }
 }
 
+// The library's text speaks of its own Rust batch type; this one is written for Python.
+/// Checks an energy model the way NequIP's `model_tests_basic.py` checks its
+/// own: symmetries, batching, forces and second derivatives.
+///
+/// `check_energy_model(model, pos, species, batch, *, bonds=None, bond_orders=None)`
+/// returns a `ModelReport` (a model that runs but fails a check is not an
+/// error: see `ModelReport.ensure()`). `model(pos, species, batch)` maps a
+/// batch (`pos [N, 3]` float64 Å, `species [N]` and `batch [N]` int64) to
+/// energies `[B]` (eV), computed from the `pos` it is given with autograd
+/// enabled. It is called on rotated (about the origin), shifted, permuted,
+/// re-ordered and single-molecule batches; `bonds [E, 2]` and `bond_orders [E]`
+/// (int64, pass both or neither) are renumbered with the atoms.
+///
+/// The checks (`ModelReport.failed` names them): `rotation` (energies
+/// invariant, forces equivariant), `translation`, `permutation` (atom order
+/// within a molecule), `molecule order`, `isolation` (molecules do not
+/// interact), `forces` (`F = -dE/dR` against central differences) and
+/// `second order` (Hessian-vector products against differences of the
+/// gradient, locally and across short segments: SiLU passes, ReLU does not).
+///
+/// float64 only (finite differences need its precision); any device. `batch`
+/// needs at least two molecules, ideally of different sizes with their atoms
+/// interleaved. Cost: about `4 * 3N` model evaluations, half with a double backward.
 #[pyfunction]
 #[pyo3(signature = (model, pos, species, batch, *, bonds = None, bond_orders = None))]
-#[doc = lib_doc!("check_energy_model")]
-///
-/// Python: `check_energy_model(model, pos, species, batch, *, bonds=None,
-/// bond_orders=None)` returns a `ModelReport`; `model(pos, species, batch)`
-/// maps a batch (`pos [N, 3]` float64, `species [N]`, `batch [N]` int64) to
-/// energies `[B]`, and is called on rotated, shifted, permuted and
-/// re-batched copies; `bonds` `[E, 2]` and `bond_orders` `[E]` (int64) move
-/// with the atoms (pass both or neither; the model then cannot see them,
-/// only their renumbering is checked).
 fn check_energy_model(
     py: Python<'_>,
     model: PyObject,
@@ -1266,7 +1447,10 @@ fn _physcon(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<PyEnergyDescentLoss>()?;
     m.add_class::<PyScoreConsistency>()?;
     m.add_class::<PyNoiseLevel>()?;
+    m.add_class::<PyNoiseSchedule>()?;
+    m.add_class::<PyNoised>()?;
     m.add_class::<PyModelReport>()?;
+    m.add_function(wrap_pyfunction!(q_sample, m)?)?;
     m.add_function(wrap_pyfunction!(energy_and_forces, m)?)?;
     m.add_function(wrap_pyfunction!(kabsch_rmsd, m)?)?;
     m.add_function(wrap_pyfunction!(energy_gap, m)?)?;

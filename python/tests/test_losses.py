@@ -227,5 +227,10 @@ def test_docstrings_carry_the_library_formulas():
     assert "eps* = -(s/a) F(R)/kT" in physcon.ScoreConsistency.__doc__
     assert "eV²/Å²" in physcon.ForceLoss.__doc__
     # Rust examples and error variants stay out of the Python text.
-    for obj in [physcon.StationarityLoss, physcon.ScoreConsistency, physcon.energy_and_forces, physcon.kabsch_rmsd]:
-        assert "fn main" not in obj.__doc__ and "Error::" not in obj.__doc__ and "::" not in obj.__doc__, obj
+    documented = [physcon.StationarityLoss, physcon.ScoreConsistency, physcon.EnergyLoss, physcon.ForceLoss]
+    documented += [physcon.DenoisingLoss, physcon.EnergyDescentLoss, physcon.check_energy_model]
+    documented += [physcon.energy_and_forces, physcon.kabsch_rmsd, physcon.energy_gap, physcon.energy_mae]
+    for obj in documented:
+        assert "fn main" not in obj.__doc__ and "::" not in obj.__doc__ and "``" not in obj.__doc__, obj
+    assert "`NoiseLevel(a, s)`" in physcon.ScoreConsistency.__doc__
+    assert "`TO_STRUCTURE` (default)" in physcon.ScoreConsistency.__doc__

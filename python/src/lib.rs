@@ -105,6 +105,10 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 // Energy models written in Python
 
 /// A Python callable `pos -> [B]` energies as a physcon [`EnergyModel`].
+///
+/// It is moved into the computation and dropped there, without the GIL: pyo3
+/// then defers the reference count's decrement to the next time the GIL is
+/// held (at the latest when the call returns to Python), which is sound.
 struct PyEnergy(Py<PyAny>);
 
 impl PyEnergy {

@@ -122,6 +122,12 @@ pub enum Error {
     /// and in `{:?}`.
     #[error("libtorch: {}", first_line(.0))]
     Torch(#[from] tch::TchError),
+    /// An [`crate::EnergyModel`] failed with an error of its own (not a physcon
+    /// error): physcon passes it through untouched as the source, so a caller
+    /// can recover it by downcasting (the Python bindings re-raise a model's
+    /// Python exception this way, traceback included).
+    #[error("the energy model failed: {0}")]
+    Model(#[source] Box<dyn std::error::Error + Send + Sync>),
 }
 
 /// The first non-empty line of a libtorch error: its reason without the backtrace.

@@ -293,11 +293,8 @@ fn coordinates_wider_than_v2000_columns_are_refused() {
         pos[0][0] = x;
         let written = record.with_positions(&pos);
         assert_eq!(written.is_ok(), fits, "{x}: {written:?}");
+        // Read back, a written coordinate is itself: no field spilled into the next.
         if let Ok(r) = written {
-            assert!(
-                r.to_text().lines().all(|l| !l.ends_with("  0") || l.len() <= 69),
-                "{x}"
-            );
             assert_eq!(read_back(&r)[0][0], (x * 1e4).round() / 1e4, "{x}");
         }
     }

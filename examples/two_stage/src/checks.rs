@@ -10,6 +10,7 @@ use std::ops::Range;
 
 use physcon::data::{excerpt, symbol};
 
+use crate::cli::GenerationName;
 use crate::io::{Input, InputMolecule};
 
 /// Directed atom pairs (`n (n - 1)` per molecule) in one batch at most. The
@@ -194,6 +195,32 @@ fn implicit_hydrogen(m: &InputMolecule) -> Option<String> {
     })
 }
 
+/// What an exploded structure means under a generation, and what to try instead.
+pub fn exploded_hint(generation: GenerationName) -> &'static str {
+    match generation {
+        GenerationName::Fire => {
+            "FIRE followed the energy model into a broken structure (the model's energy cannot be \
+             trusted for this molecule); try --generation relax"
+        }
+        GenerationName::Noise => {
+            "the structure generated from noise exploded; try --generation relax or refine, or more \
+             --ddim-steps"
+        }
+        GenerationName::Relax | GenerationName::Refine => {
+            "the refined structure exploded; try more --ddim-steps or a smaller --start"
+        }
+    }
+}
+
+/// A length (Å) for a message: fixed-point while it is short, else in e-notation.
+fn length(d: f64) -> String {
+    if d < 1e3 {
+        format!("{d:.2}")
+    } else {
+        format!("{d:.3e}")
+    }
+}
+
 /// Covalent radius (Å, Cordero et al. 2008) of the elements the model knows.
 fn covalent_radius(z: i64) -> f64 {
     match z {
@@ -226,11 +253,12 @@ pub fn exploded(m: &InputMolecule, pos: &[[f64; 3]]) -> Option<String> {
         let limit = 2.0 * (covalent_radius(species[i]) + covalent_radius(species[j]));
         if d > limit {
             return Some(format!(
-                "has bond {}-{} ({}-{}) {d:.3e} Å long (a bond is at most {limit:.2} Å here)",
+                "has bond {}-{} ({}-{}) {} Å long (a bond is at most {limit:.2} Å here)",
                 i + 1,
                 j + 1,
                 symbol(species[i]).unwrap_or("?"),
                 symbol(species[j]).unwrap_or("?"),
+                length(d),
             ));
         }
     }
@@ -243,8 +271,9 @@ pub fn exploded(m: &InputMolecule, pos: &[[f64; 3]]) -> Option<String> {
         let r = (0..3).map(|k| (p[k] - centroid[k]).powi(2)).sum::<f64>().sqrt();
         (r > reach).then(|| {
             format!(
-                "has atom {} {r:.3e} Å from the centroid (a chain of {} atoms reaches {reach:.0} Å)",
+                "has atom {} {} Å from the centroid (a chain of {} atoms reaches {reach:.0} Å)",
                 a + 1,
+                length(r),
                 pos.len()
             )
         })

@@ -528,7 +528,7 @@ pub struct Predicted {
     pub written: usize,
     /// Records in the input.
     pub records: usize,
-    /// Records none of whose structures was written.
+    /// Records not predicted (malformed, unknown elements, too large).
     pub records_skipped: usize,
     /// Structures of predicted molecules not written (exploded, too wide for the format).
     pub structures_skipped: usize,
@@ -546,9 +546,9 @@ impl Predicted {
         Err(Error::InvalidArgument {
             arg: "--skip-bad",
             reason: format!(
-                "{} of {} records of {} and {} structures were not predicted (listed above); the other \
-                 {} structures were written to {}. Pass --skip-bad to accept that (exit status 0), or \
-                 --strict to write nothing unless every record is predicted",
+                "{} of {} records of {} could not be predicted and {} predicted structures were left \
+                 out (listed above); the other {} structures were written to {}. Pass --skip-bad to \
+                 accept that (exit status 0), or --strict to write nothing unless every record is predicted",
                 self.records_skipped,
                 self.records,
                 args.input.display(),
@@ -665,12 +665,7 @@ pub fn predict(args: &PredictArgs) -> Result<Predicted> {
                     .collect();
                 let pos = io::place_like(&m.frame.pos, &pos);
                 let problem = checks::exploded(m, &pos)
-                    .map(|why| {
-                        format!(
-                            "{why}: the model's structure exploded (try --generation relax or refine, or \
-                             more --ddim-steps)"
-                        )
-                    })
+                    .map(|why| format!("{why}: {}", checks::exploded_hint(gen.generation)))
                     .or_else(|| io::unwritable(m, &pos));
                 if let Some(why) = &problem {
                     let line = format!(
@@ -694,14 +689,6 @@ pub fn predict(args: &PredictArgs) -> Result<Predicted> {
                     pos,
                     problem,
                 });
-            }
-            if predictions
-                .iter()
-                .rev()
-                .take(samples.len())
-                .all(|p| p.problem.is_some())
-            {
-                out.records_skipped += 1;
             }
             offset += m.frame.num_atoms();
         }
@@ -756,7 +743,7 @@ pub fn predict(args: &PredictArgs) -> Result<Predicted> {
     }
     if !out.skipped.is_empty() {
         out.summary += &format!(
-            "skipped {} of {} records and {} structures (listed above)\n",
+            "skipped {} of {} records before the model and {} structures after it (listed above)\n",
             out.records_skipped, out.records, out.structures_skipped
         );
     }

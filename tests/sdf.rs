@@ -119,6 +119,19 @@ fn new_positions_change_nothing_else() {
     assert!(record.with_positions(&far).is_err());
 }
 
+/// Each `(text, line, words)` is refused at `line` with a message holding `words`.
+fn refused_at_their_lines(cases: Vec<(String, usize, &str)>) {
+    for (text, line, words) in cases {
+        match parse(&text) {
+            Err(Error::Parse { line: l, kind, .. }) => {
+                assert_eq!(l, line, "{words}: {kind}");
+                assert!(kind.to_string().contains(words), "{words}: {kind}");
+            }
+            other => panic!("{words}: expected a parse error, got {other:?}"),
+        }
+    }
+}
+
 #[test]
 fn malformed_records_name_their_line() {
     let good = std::fs::read_to_string(fixture("ethanol.mol")).unwrap();
@@ -157,15 +170,7 @@ fn malformed_records_name_their_line() {
         (lines[..10].join("\n"), 10, "M  END"),
         (format!("{good}\nnot a data item\n"), lines.len() + 2, "data item"),
     ];
-    for (text, line, words) in cases {
-        match parse(&text) {
-            Err(Error::Parse { line: l, kind, .. }) => {
-                assert_eq!(l, line, "{words}: {kind}");
-                assert!(kind.to_string().contains(words), "{words}: {kind}");
-            }
-            other => panic!("{words}: expected a parse error, got {other:?}"),
-        }
-    }
+    refused_at_their_lines(cases);
     assert_eq!(parse("").unwrap(), []);
     assert_eq!(parse("\n \n").unwrap(), []);
     // A second record's faults are located in the file, not in the record.
@@ -224,15 +229,7 @@ fn silent_changes_are_refused_at_their_line() {
         (insert("M  RAD  0"), end + 1, "no entry count"),
         (insert("garbage"), end + 1, "neither a bond"),
     ];
-    for (text, line, words) in cases {
-        match parse(&text) {
-            Err(Error::Parse { line: l, kind, .. }) => {
-                assert_eq!(l, line, "{words}: {kind}");
-                assert!(kind.to_string().contains(words), "{words}: {kind}");
-            }
-            other => panic!("{words}: expected a parse error, got {other:?}"),
-        }
-    }
+    refused_at_their_lines(cases);
     // Well-formed property lines, aliases with their text line, and blank lines pass.
     for ok in [
         "M  CHG  1   3  -1",

@@ -118,6 +118,15 @@ fn predict_report(case: &str, args: &[&str]) -> Result<(Predicted, Result<(), St
     }
 }
 
+/// Fails unless one of the report's skipped lines names `at` (`file:line:`) and holds `words`.
+fn assert_skipped(report: &Predicted, at: &str, words: &str) {
+    assert!(
+        report.skipped.iter().any(|l| l.contains(at) && l.contains(words)),
+        "{at} with `{words}` not among {:?}",
+        report.skipped
+    );
+}
+
 /// The names in `dir`.
 fn listing(dir: &Path) -> Vec<String> {
     let mut names: Vec<String> = std::fs::read_dir(dir)
@@ -265,14 +274,7 @@ fn every_refusal_names_file_and_line_or_flag_and_leaves_nothing() {
                 refused += 1;
             }
             Ok((report, status)) => {
-                assert!(
-                    report
-                        .skipped
-                        .iter()
-                        .any(|l| l.contains(&format!("{name}:{line}:")) && l.contains(words)),
-                    "{name}: line {line} with `{words}` not among {:?}",
-                    report.skipped
-                );
+                assert_skipped(&report, &format!("{name}:{line}:"), words);
                 assert!(report.written > 0, "{name}");
                 let status = status.expect_err(name);
                 assert!(status.contains("--skip-bad"), "{name}: {status}");
@@ -569,14 +571,7 @@ fn users_files_are_predicted_record_by_record_and_findings_named() {
     assert_eq!(report.written, 27 * 2);
     assert_eq!(report.skipped.len(), 3, "{:?}", report.skipped);
     for (line, words) in [(206, "not an atom number"), (504, "x.xxxx"), (745, "M  END")] {
-        assert!(
-            report
-                .skipped
-                .iter()
-                .any(|l| l.contains(&format!("three_bad_of_30.sdf:{line}:")) && l.contains(words)),
-            "line {line}: {:?}",
-            report.skipped
-        );
+        assert_skipped(&report, &format!("three_bad_of_30.sdf:{line}:"), words);
     }
     let status = status.unwrap_err();
     assert!(
@@ -601,15 +596,8 @@ fn users_files_are_predicted_record_by_record_and_findings_named() {
     assert_eq!(report.written, 2);
     assert!(status.is_err());
     for (line, symbol) in [(5, "*"), (33, "R#"), (61, "A"), (89, "Q"), (117, "LP")] {
-        assert!(
-            report
-                .skipped
-                .iter()
-                .any(|l| l.contains(&format!("pseudo_atoms.sdf:{line}:"))
-                    && l.contains(&format!("pseudo-atom `{symbol}`"))),
-            "{symbol}: {:?}",
-            report.skipped
-        );
+        let words = format!("pseudo-atom `{symbol}`");
+        assert_skipped(&report, &format!("pseudo_atoms.sdf:{line}:"), &words);
     }
     let message = run("pseudo_atoms --strict", &pseudo, "ps.sdf", &["--strict"]).unwrap_err();
     assert!(
@@ -750,30 +738,19 @@ fn users_files_are_predicted_record_by_record_and_findings_named() {
     assert!(!dir.join("big-out.extxyz").exists());
 
     // Kekulé and aromatic notation of one ring give the same structure, and predict says it read them so.
-    let (kekule, status) = run(
-        "kekule",
-        &corpus("kekule_ring.sdf"),
-        "k.sdf",
-        &["--generation", "relax", "--samples", "1"],
-    )
-    .unwrap();
-    status.unwrap();
+    let relax = ["--generation", "relax", "--samples", "1"];
+    let mut summaries = Vec::new();
+    for (fixture, output) in [("kekule_ring.sdf", "k.sdf"), ("aromatic_ring.sdf", "a.sdf")] {
+        let (report, status) = run(fixture, &corpus(fixture), output, &relax).unwrap();
+        status.unwrap();
+        summaries.push(report.summary);
+    }
     assert!(
-        kekule
-            .summary
-            .contains("read 6 bonds of Kekulé-written aromatic rings"),
+        summaries[0].contains("read 6 bonds of Kekulé-written aromatic rings"),
         "{}",
-        kekule.summary
+        summaries[0]
     );
-    let (aromatic, status) = run(
-        "aromatic",
-        &corpus("aromatic_ring.sdf"),
-        "a.sdf",
-        &["--generation", "relax", "--samples", "1"],
-    )
-    .unwrap();
-    status.unwrap();
-    assert!(!aromatic.summary.contains("Kekulé"), "{}", aromatic.summary);
+    assert!(!summaries[1].contains("Kekulé"), "{}", summaries[1]);
     let (k, a) = (
         read_sdf(dir.join("k.sdf")).unwrap(),
         read_sdf(dir.join("a.sdf")).unwrap(),

@@ -594,7 +594,12 @@ pub fn predict(args: &PredictArgs) -> Result<Predicted> {
         });
     }
     if screened.kept.is_empty() {
-        // One record: its own message; several: how many, and the first.
+        // One record: its own message; several: each on its line, then how many, and the first.
+        if screened.skipped.len() > 1 {
+            for s in &screened.skipped {
+                eprintln!("skipped: {}", s.message);
+            }
+        }
         if let ([_], Some(r)) = (screened.skipped.as_slice(), input.rejected.pop()) {
             return Err(r.error);
         }
@@ -699,6 +704,9 @@ pub fn predict(args: &PredictArgs) -> Result<Predicted> {
     let good: Vec<&io::Prediction> = predictions.iter().filter(|p| p.problem.is_none()).collect();
     if good.is_empty() {
         // Nothing to write: an empty output would read as a prediction of no molecules.
+        for line in &out.skipped {
+            eprintln!("{line}");
+        }
         return Err(Error::InvalidArgument {
             arg: "--input",
             reason: format!(

@@ -46,6 +46,15 @@ use crate::checks::Screened;
 use crate::eval::{MoleculeResults, Structures};
 use crate::io::{Input, Prediction};
 
+/// Writes structures alone (the keys `mol_id`, `species`, `batch`, `positions`) to `path`, atomically.
+///
+/// # Errors
+/// [`Error::InvalidArgument`] for a `mol_id` longer than 256 characters;
+/// [`Error::Io`] for the archive or the file system.
+pub fn write_structures(path: &Path, structures: &Structures) -> Result<()> {
+    write_npz(path, structures, |_| Ok(()))
+}
+
 /// Writes `predict`'s structures to `path`, atomically: every sample of each
 /// predicted molecule (`samples` per molecule, in input order), with the
 /// findings about each as flags.

@@ -15,8 +15,9 @@ use crate::io::{Input, InputMolecule};
 
 /// Directed atom pairs (`n (n - 1)` per molecule) in one batch at most. The
 /// model is fully connected within a molecule and holds a few `[pairs, hidden]`
-/// tensors per layer: at this budget a batch stays below about 1 GiB
-/// (measured: BENCHMARKS.md, section "predict").
+/// tensors per layer: at this budget FIRE on a batch took 0.45 GB above the
+/// process's own 0.6 GB with the quick preset, about 1.4 GB with `cpu`
+/// (BENCHMARKS.md, section 5).
 pub const MAX_PAIRS: usize = 1 << 18;
 
 /// Atoms of one molecule at most: the largest whose pairs fit [`MAX_PAIRS`].

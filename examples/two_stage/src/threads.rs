@@ -2,10 +2,11 @@
 //!
 //! libtorch's CPU kernels split work over OpenMP threads that wait for each
 //! other at the end of every operation. While another process holds a core,
-//! one of them is descheduled and the others spin until it returns: with 2
-//! threads on the 2-core machine beside one busy process, `predict` took 22×
-//! longer (BENCHMARKS.md, section "Threads on a shared machine"). One thread
-//! per two cores leaves room for a neighbour and loses little when there is none.
+//! one of them is descheduled and the others wait until it returns: with 2
+//! threads on the 2-core machine, `predict` took 2× longer beside one busy
+//! process and 10 to 80× longer beside a build, while 1 thread lost nothing
+//! (BENCHMARKS.md, section 5). One thread per two cores leaves room for a
+//! neighbour and gives up 25 % when there is none.
 
 use physcon::{Error, Result};
 

@@ -329,6 +329,29 @@ mod tests {
         (rng, vs, model)
     }
 
+    /// A molecule whose atom pairs would not fit in memory is refused before
+    /// any pair is made, naming its size; one just under the limit is featurised.
+    #[test]
+    fn graphs_beyond_the_pair_limit_are_refused() {
+        let big = |n: usize| physcon::Molecule {
+            species: vec![6; n],
+            pos: (0..n).map(|a| [a as f64 * 1.5, 0.0, 0.0]).collect(),
+            bonds: Vec::new(),
+        };
+        let batch = MolBatch::from_molecules(&[big(2049)], Kind::Float, Device::Cpu).unwrap();
+        match Graph::new(&batch, Kind::Float) {
+            Err(physcon::Error::InvalidArgument { arg: "batch", reason }) => {
+                assert!(
+                    reason.contains("4196352 atom pairs") && reason.contains("2049 atoms"),
+                    "{reason}"
+                )
+            }
+            _ => panic!("a graph of 2049 atoms was built"),
+        }
+        let batch = MolBatch::from_molecules(&[big(200)], Kind::Float, Device::Cpu).unwrap();
+        assert!(Graph::new(&batch, Kind::Float).is_ok());
+    }
+
     fn rotation() -> Tensor {
         physcon::testing::rotation([0.5, -0.3, 0.7, 0.41]).unwrap()
     }

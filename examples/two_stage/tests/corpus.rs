@@ -76,6 +76,8 @@ fn argv<'a>(args: &[&'a str]) -> Vec<&'a str> {
         ("--samples", "2"),
         ("--start", "10"),
         ("--ddim-steps", "5"),
+        // Tests run in parallel threads; libtorch's count is process-wide.
+        ("--threads", "1"),
     ] {
         if !args.contains(&flag) {
             argv.extend([flag, value]);

@@ -746,17 +746,17 @@ fn users_files_are_predicted_record_by_record_and_findings_named() {
         status.unwrap();
         summaries.push(report.summary);
     }
+    let (k, a) = (
+        read_sdf(dir.join("k.sdf")).unwrap(),
+        read_sdf(dir.join("a.sdf")).unwrap(),
+    );
+    assert_eq!(k[0].frame.pos, a[0].frame.pos);
     assert!(
         summaries[0].contains("read 6 bonds of Kekulé-written aromatic rings"),
         "{}",
         summaries[0]
     );
     assert!(!summaries[1].contains("Kekulé"), "{}", summaries[1]);
-    let (k, a) = (
-        read_sdf(dir.join("k.sdf")).unwrap(),
-        read_sdf(dir.join("a.sdf")).unwrap(),
-    );
-    assert_eq!(k[0].frame.pos, a[0].frame.pos);
     // The output keeps the file's own (Kekulé) bonds.
     assert!(k[0].frame.bonds.iter().all(|b| b.2 != 4));
 }

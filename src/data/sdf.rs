@@ -100,6 +100,14 @@ impl SdfRecord {
         Ok(out)
     }
 
+    /// The dimensional code of the header's program line (columns 21-22):
+    /// `Some("2D")` or `Some("3D")` where the writer says so (RDKit, PubChem and
+    /// Open Babel do), `None` where the line is blank or shorter.
+    pub fn dimension(&self) -> Option<&str> {
+        let code = columns(self.molblock.get(1)?, 20, 22);
+        matches!(code, "2D" | "3D").then_some(code)
+    }
+
     /// The symbol of atom `atom` (0-based) as the file writes it (`D`, `R#`, `*`, ...).
     pub fn atom_symbol(&self, atom: usize) -> Option<&str> {
         let line = &self.molblock[*self.atom_at.get(atom)?];

@@ -73,7 +73,7 @@ pub struct Screened {
     /// Records not predicted, in file order: malformed, unknown elements,
     /// pseudo-atoms, too many atoms.
     pub skipped: Vec<Skipped>,
-    /// Per molecule of `Input::molecules`: every z within [`FLAT_SPAN`].
+    /// Per molecule of `Input::molecules`: a 2D drawing (see [`screen`]'s notes).
     pub flat: Vec<bool>,
     /// Per molecule of `Input::molecules`: a carbon short of four bonds
     /// (hydrogens left implicit).
@@ -106,7 +106,7 @@ pub fn screen(input: &Input, known: &[i64]) -> Screened {
         };
         let flat = is_flat(m);
         let implicit = implicit_hydrogen(m);
-        s.flat.push(flat);
+        s.flat.push(flat.is_some());
         s.implicit_h.push(implicit.is_some());
         if let Some(a) = m.frame.species.iter().position(|z| !known.contains(z)) {
             let z = m.frame.species[a];
@@ -140,11 +140,11 @@ pub fn screen(input: &Input, known: &[i64]) -> Screened {
             continue;
         }
         s.kept.push(k);
-        if flat {
+        if let Some(why) = flat {
             s.notes.push(format!(
-                "{} is flat (every z within {FLAT_SPAN} Å: a 2D drawing?); relax and refine start from \
-                 the input and keep it flat. Embed it in 3D first (RDKit: AllChem.EmbedMolecule(m)), or \
-                 pass --generation noise (built from noise: the input's coordinates are not used)",
+                "{} is a 2D drawing ({why}); relax and refine start from the input and keep it \
+                 flat. Embed it in 3D first (RDKit: AllChem.EmbedMolecule(m)), or pass --generation \
+                 noise (built from noise: the input's coordinates are not used)",
                 at(m.line)
             ));
         }
@@ -161,14 +161,21 @@ pub fn screen(input: &Input, known: &[i64]) -> Screened {
     s
 }
 
-/// Whether every z coordinate lies within [`FLAT_SPAN`] (three atoms or more:
-/// two atoms always lie in some plane).
-fn is_flat(m: &InputMolecule) -> bool {
+/// Whether the molecule is a 2D drawing: its SDF header says `2D`, or (no
+/// code in the header, or extended XYZ) every z coordinate lies within
+/// [`FLAT_SPAN`] (three atoms or more: two atoms always lie in some plane).
+/// A header that says `3D` is believed: a planar molecule may lie in z = 0.
+fn is_flat(m: &InputMolecule) -> Option<&'static str> {
+    match m.record.as_ref().and_then(|r| r.dimension()) {
+        Some("2D") => return Some("its header says 2D"),
+        Some(_) => return None,
+        None => {}
+    }
     let z = m.frame.pos.iter().map(|p| p[2]);
     let (lo, hi) = z.fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), z| {
         (lo.min(z), hi.max(z))
     });
-    m.frame.num_atoms() >= 3 && hi - lo < FLAT_SPAN
+    (m.frame.num_atoms() >= 3 && hi - lo < FLAT_SPAN).then_some("every z within 0.001 Å")
 }
 
 /// Why the molecule's hydrogens look implicit: no hydrogen atom at all, or a

@@ -633,6 +633,25 @@ fn users_files_are_predicted_record_by_record_and_findings_named() {
     }
     assert_eq!(npz_flags(&npz), (vec![vec![false; 2]], vec![true], vec![false]));
     std::fs::remove_file(&npz).unwrap();
+    // Without the header's code the z coordinates tell; a header that says 3D is believed.
+    let text = std::fs::read_to_string(&flat).unwrap();
+    for (code, note) in [("  ", Some("every z within 0.001 Å")), ("3D", None)] {
+        let variant = dir.join(format!("flat-{}.sdf", code.trim()));
+        std::fs::write(
+            &variant,
+            text.replace("RDKit          2D", &format!("RDKit          {code}")),
+        )
+        .unwrap();
+        let (report, _) = run("flat variant", &variant, "flat-v.sdf", &[]).unwrap();
+        match note {
+            Some(words) => assert!(
+                report.notes.len() == 1 && report.notes[0].contains(words),
+                "{:?}",
+                report.notes
+            ),
+            None => assert!(report.notes.is_empty(), "{:?}", report.notes),
+        }
+    }
     let heavy = corpus("no_hydrogens.sdf");
     let (report, status) = run("no_hydrogens", &heavy, "heavy.sdf", &["--npz", &s(&npz)]).unwrap();
     status.unwrap();

@@ -7,7 +7,7 @@ mod common;
 
 use std::path::{Path, PathBuf};
 
-use physcon::data::{format_sdf, parse_sdf, read_sdf, SdfRecord};
+use physcon::data::{format_sdf, parse_sdf, parse_sdf_records, read_sdf, SdfRecord};
 use physcon::{Error, ParseError};
 use proptest::prelude::*;
 
@@ -115,8 +115,21 @@ fn new_positions_change_nothing_else() {
         Err(Error::InvalidArgument { arg: "pos", .. })
     ));
     let mut far = record.frame.pos.clone();
-    far[0][0] = 2e5;
+    far[0][0] = -10000.0157;
     assert!(record.with_positions(&far).is_err());
+}
+
+/// Each `(text, line, words)` is refused at `line` with a message holding `words`.
+fn refused_at_their_lines(cases: Vec<(String, usize, &str)>) {
+    for (text, line, words) in cases {
+        match parse(&text) {
+            Err(Error::Parse { line: l, kind, .. }) => {
+                assert_eq!(l, line, "{words}: {kind}");
+                assert!(kind.to_string().contains(words), "{words}: {kind}");
+            }
+            other => panic!("{words}: expected a parse error, got {other:?}"),
+        }
+    }
 }
 
 #[test]
@@ -157,26 +170,135 @@ fn malformed_records_name_their_line() {
         (lines[..10].join("\n"), 10, "M  END"),
         (format!("{good}\nnot a data item\n"), lines.len() + 2, "data item"),
     ];
-    for (text, line, words) in cases {
-        match parse(&text) {
-            Err(Error::Parse { line: l, kind, .. }) => {
-                assert_eq!(l, line, "{words}: {kind}");
-                assert!(kind.to_string().contains(words), "{words}: {kind}");
-            }
-            other => panic!("{words}: expected a parse error, got {other:?}"),
-        }
-    }
+    refused_at_their_lines(cases);
     assert_eq!(parse("").unwrap(), []);
     assert_eq!(parse("\n \n").unwrap(), []);
     // A second record's faults are located in the file, not in the record.
     let two = format!(
         "{good}$$$$\n{}",
-        edit(4, "   -0.8544    0.2235    0.2418 Q   0  0")
+        edit(4, "   -0.8544    0.2235    0.2418 Xx  0  0")
     );
     let at = lines.len() + 2 + 4;
     assert!(
         matches!(parse(&two), Err(Error::Parse { line, kind: ParseError::UnknownElement(_), .. }) if line == at)
     );
+    // Read record by record, the good records survive a bad one, and each fault keeps its line.
+    let three = format!(
+        "{good}$$$$
+{}
+$$$$
+{good}$$$$
+",
+        edit(13, "  1 12  1  0")
+    );
+    let each = parse_sdf_records(&three, Path::new("test.sdf"));
+    assert_eq!(each.len(), 3);
+    assert!(each[0].1.is_ok() && each[2].1.is_ok());
+    assert_eq!((each[1].0, each[2].0), (lines.len() + 2, 2 * lines.len() + 3));
+    assert!(matches!(&each[1].1, Err(Error::Parse { line, .. }) if *line == lines.len() + 2 + 13));
+}
+
+/// What a reader that follows the counts line or the fixed columns would
+/// drop or copy without a word is refused at its line.
+#[test]
+fn silent_changes_are_refused_at_their_line() {
+    let good = std::fs::read_to_string(fixture("ethanol.mol")).unwrap();
+    let lines: Vec<&str> = good.lines().collect();
+    let end = lines.iter().position(|l| *l == "M  END").unwrap();
+    let insert = |new: &str| {
+        let mut l = lines.clone();
+        l.insert(end, new);
+        l.join("\n")
+    };
+    let mut fewer = lines.clone();
+    fewer[3] = "  9  6  0  0  0  0  0  0  0  0999 V2000";
+    let cases: Vec<(String, usize, &str)> = vec![
+        (fewer.join("\n"), 4 + 9 + 6 + 1, "declares 6 bonds"),
+        (
+            insert("M  CHG  2   1  -1"),
+            end + 1,
+            "2 entries take columns 1-25",
+        ),
+        (
+            insert("M  CHG  1  10  -1"),
+            end + 1,
+            "`10` is not an atom number in 1..=9",
+        ),
+        (insert("M  CHG  1   1  99"), end + 1, "not a charge"),
+        (insert("M  ISO  1   1   0"), end + 1, "not a mass number"),
+        (insert("M  RAD  0"), end + 1, "no entry count"),
+        (insert("garbage"), end + 1, "neither a bond"),
+    ];
+    refused_at_their_lines(cases);
+    // Well-formed property lines, aliases with their text line, and blank lines pass.
+    for ok in [
+        "M  CHG  1   3  -1",
+        "M  ISO  2   1  13   2  13",
+        "A    1\nalias",
+        "",
+    ] {
+        parse(&insert(ok)).unwrap_or_else(|e| panic!("{ok:?}: {e}"));
+    }
+    // A V3000 record cut before `END CTAB` (or with blocks crossed) is refused.
+    let v3000 = std::fs::read_to_string(fixture("rdkit_small_v3000.sdf")).unwrap();
+    let first = v3000.split("$$$$\n").next().unwrap();
+    let cut = first.replace("M  V30 END CTAB\n", "");
+    assert!(
+        matches!(parse(&cut), Err(Error::Parse { line: 5, kind, .. }) if kind.to_string().contains("never closed"))
+    );
+    let crossed = first.replace("M  V30 END BOND", "M  V30 END ATOM");
+    assert!(
+        matches!(parse(&crossed), Err(Error::Parse { kind, .. }) if kind.to_string().contains("closes `BEGIN BOND`"))
+    );
+}
+
+/// Pseudo-atoms read as atomic number 0 and D, T as hydrogen, as RDKit reads them.
+#[test]
+fn pseudo_atoms_and_hydrogen_isotopes() {
+    let good = std::fs::read_to_string(fixture("ethanol.mol")).unwrap();
+    for (symbol, z) in [
+        ("*  ", 0),
+        ("R# ", 0),
+        ("A  ", 0),
+        ("Q  ", 0),
+        ("LP ", 0),
+        ("R1 ", 0),
+        ("D  ", 1),
+        ("T  ", 1),
+    ] {
+        let mut lines: Vec<String> = good.lines().map(str::to_owned).collect();
+        lines[12].replace_range(31..34, symbol);
+        let record = &parse(&lines.join("\n")).unwrap()[0];
+        assert_eq!(record.frame.species[8], z, "{symbol}");
+        assert_eq!(record.atom_symbol(8), Some(symbol.trim()));
+    }
+    assert!(!physcon::data::is_pseudo_atom("Rb") && !physcon::data::is_pseudo_atom("C"));
+}
+
+/// A coordinate is written only where V2000's `%10.4f` field holds it.
+#[test]
+fn coordinates_wider_than_v2000_columns_are_refused() {
+    let record = &read_sdf(fixture("ethanol.mol")).unwrap()[0];
+    let mut pos = record.frame.pos.clone();
+    for (x, fits) in [
+        (-9999.9999, true),
+        (99999.9999, true),
+        (-10000.0157, false),
+        (-9999.99996, false),
+        (1e5, false),
+    ] {
+        pos[0][0] = x;
+        let written = record.with_positions(&pos);
+        assert_eq!(written.is_ok(), fits, "{x}: {written:?}");
+        // Read back, a written coordinate is itself: no field spilled into the next.
+        if let Ok(r) = written {
+            assert_eq!(read_back(&r)[0][0], (x * 1e4).round() / 1e4, "{x}");
+        }
+    }
+}
+
+fn read_back(r: &SdfRecord) -> Vec<[f64; 3]> {
+    parse(&r.to_text()).unwrap()[0].frame.pos.clone()
 }
 
 proptest! {

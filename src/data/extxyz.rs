@@ -162,6 +162,19 @@ fn read_text_at_most(path: &Path, limit: u64) -> Result<String> {
 /// # Errors
 /// [`Error::Parse`] with the 1-based line of the first fault.
 pub fn parse_extxyz(text: &str, path: &Path) -> Result<Vec<Frame>> {
+    parse_extxyz_frames(text, path)
+        .into_iter()
+        .map(|(_, frame)| frame)
+        .collect()
+}
+
+/// Parses every frame of extended-XYZ text on its own: `(1-based line of its
+/// atom count, the frame or the error naming the line of its fault)`, in file
+/// order. A fault inside a frame leaves the frames after it readable (its
+/// atom count says where the next one starts); an atom count that cannot be
+/// read, or a file that ends inside a frame, ends the list with its error,
+/// since nothing after it can be placed.
+pub fn parse_extxyz_frames(text: &str, path: &Path) -> Vec<(usize, Result<Frame>)> {
     let lines: Vec<&str> = text.lines().collect();
     let fail = |line: usize, kind| Error::Parse {
         path: path.to_owned(),
@@ -175,26 +188,33 @@ pub fn parse_extxyz(text: &str, path: &Path) -> Result<Vec<Frame>> {
             break;
         }
         let header = k + 1;
-        let count: usize = lines[k]
-            .trim()
-            .parse()
-            .map_err(|_| fail(header, ParseError::AtomCount(excerpt(lines[k].trim()))))?;
+        let Ok(count) = lines[k].trim().parse::<usize>() else {
+            frames.push((
+                header,
+                Err(fail(header, ParseError::AtomCount(excerpt(lines[k].trim())))),
+            ));
+            break;
+        };
         let available = lines.len().saturating_sub(k + 2);
         if available < count || k + 1 >= lines.len() {
-            return Err(fail(
+            frames.push((
                 header,
-                ParseError::Truncated {
-                    expected: count,
-                    found: available.min(count),
-                },
+                Err(fail(
+                    header,
+                    ParseError::Truncated {
+                        expected: count,
+                        found: available.min(count),
+                    },
+                )),
             ));
+            break;
         }
         let frame = parse_frame(count, lines[k + 1], &lines[k + 2..k + 2 + count], header + 1)
-            .map_err(|(line, kind)| fail(line, kind))?;
-        frames.push(frame);
+            .map_err(|(line, kind)| fail(line, kind));
+        frames.push((header, frame));
         k += 2 + count;
     }
-    Ok(frames)
+    frames
 }
 
 type LineResult<T> = std::result::Result<T, (usize, ParseError)>;

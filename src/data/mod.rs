@@ -12,10 +12,13 @@ mod sdf;
 pub use dataset::{shuffled_indices, splitmix64, Dataset, LabelledBatch, Splits};
 pub use elements::{atomic_number, symbol};
 pub use extxyz::{
-    format_extxyz, parse_extxyz, read_extxyz, read_text, write_atomic, write_extxyz, write_text, Frame,
-    MAX_TEXT_BYTES,
+    format_extxyz, parse_extxyz, parse_extxyz_frames, read_extxyz, read_text, write_atomic, write_extxyz,
+    write_text, Frame, MAX_TEXT_BYTES,
 };
-pub use sdf::{format_sdf, parse_sdf, read_sdf, write_sdf, SdfRecord};
+pub use sdf::{
+    format_sdf, is_pseudo_atom, parse_sdf, parse_sdf_records, read_sdf, write_sdf, SdfRecord,
+    V2000_COORDINATE_WIDTH,
+};
 
 /// The longest piece of a file's text quoted in an error message, in characters.
 pub const EXCERPT_CHARS: usize = 60;

@@ -14,6 +14,9 @@ use crate::data::excerpt;
 use crate::data::extxyz::{read_text, write_text, Frame};
 use crate::error::{Error, ParseError, Result};
 
+/// Columns of a V2000 atom line's coordinate field (`%10.4f`).
+pub const V2000_COORDINATE_WIDTH: usize = 10;
+
 /// One record of an SDF or MOL file.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SdfRecord {
@@ -46,7 +49,7 @@ impl SdfRecord {
     /// # Errors
     /// [`Error::InvalidArgument`] (`pos`) for another number of atoms, or a
     /// coordinate that is not finite or does not fit the format's columns
-    /// (|x| < 10⁵ Å).
+    /// (V2000: -9999.9999 to 99999.9999 Å, the `%10.4f` field).
     pub fn with_positions(&self, pos: &[[f64; 3]]) -> Result<Self> {
         let bad = |reason: String| Error::InvalidArgument {
             arg: "pos",
@@ -59,10 +62,24 @@ impl SdfRecord {
                 self.atom_at.len()
             )));
         }
-        if let Some(x) = pos.iter().flatten().find(|x| !x.is_finite() || x.abs() >= 1e5) {
-            return Err(bad(format!(
-                "coordinate {x} does not fit an SDF coordinate column"
-            )));
+        if let Some(x) = pos.iter().flatten().find(|x| !x.is_finite()) {
+            return Err(bad(format!("coordinate {x} is not a number SDF can hold")));
+        }
+        if !self.v3000 {
+            // `%10.4f` grows past its 10 columns instead of failing, and a reader
+            // then takes the spill-over as part of the next number.
+            let wide = pos.iter().enumerate().find_map(|(a, p)| {
+                p.iter()
+                    .find(|x| format!("{x:10.4}").len() > V2000_COORDINATE_WIDTH)
+                    .map(|x| (a, x))
+            });
+            if let Some((a, x)) = wide {
+                return Err(bad(format!(
+                    "atom {}: coordinate {x:.4} is wider than V2000's {V2000_COORDINATE_WIDTH}-column field \
+                     (-9999.9999 to 99999.9999 Å)",
+                    a + 1
+                )));
+            }
         }
         let mut out = self.clone();
         for (&at, p) in self.atom_at.iter().zip(pos) {
@@ -81,6 +98,24 @@ impl SdfRecord {
         }
         out.frame.pos = pos.to_vec();
         Ok(out)
+    }
+
+    /// The dimensional code of the header's program line (columns 21-22):
+    /// `Some("2D")` or `Some("3D")` where the writer says so (RDKit, PubChem and
+    /// Open Babel do), `None` where the line is blank or shorter.
+    pub fn dimension(&self) -> Option<&str> {
+        let code = columns(self.molblock.get(1)?, 20, 22);
+        matches!(code, "2D" | "3D").then_some(code)
+    }
+
+    /// The symbol of atom `atom` (0-based) as the file writes it (`D`, `R#`, `*`, ...).
+    pub fn atom_symbol(&self, atom: usize) -> Option<&str> {
+        let line = &self.molblock[*self.atom_at.get(atom)?];
+        if self.v3000 {
+            line.split_whitespace().nth(3)
+        } else {
+            Some(columns(line, 31, 34))
+        }
     }
 
     /// The record with a data item `> <name>` appended (after the input's own).
@@ -138,6 +173,17 @@ pub fn write_sdf(path: impl AsRef<Path>, records: &[SdfRecord]) -> Result<()> {
 /// # Errors
 /// [`Error::Parse`] with the 1-based line of the first fault.
 pub fn parse_sdf(text: &str, path: &Path) -> Result<Vec<SdfRecord>> {
+    parse_sdf_records(text, path)
+        .into_iter()
+        .map(|(_, record)| record)
+        .collect()
+}
+
+/// Parses every record of SDF or MOL text on its own, so that one malformed
+/// record does not hide the others: `(1-based line of its title, the record
+/// or the error naming the line of its fault)`, in file order. Records are
+/// separated by `$$$$` lines, so a fault never spreads past its record.
+pub fn parse_sdf_records(text: &str, path: &Path) -> Vec<(usize, Result<SdfRecord>)> {
     let lines: Vec<&str> = text.lines().collect();
     let mut records = Vec::new();
     let mut start = 0;
@@ -157,11 +203,11 @@ pub fn parse_sdf(text: &str, path: &Path) -> Result<Vec<SdfRecord>> {
                     line,
                     kind,
                 }
-            })?;
-        records.push(record);
+            });
+        records.push((start + 1, record));
         start = end + 1;
     }
-    Ok(records)
+    records
 }
 
 type LineResult<T> = std::result::Result<T, (usize, ParseError)>;
@@ -194,8 +240,26 @@ fn coordinate(text: &str, line: usize) -> LineResult<f64> {
     }
 }
 
+/// Whether an atom symbol is a pseudo-atom of the format (an attachment point,
+/// an R group, a query such as "any atom", a lone pair, an atom list) rather
+/// than an element.
+pub fn is_pseudo_atom(symbol: &str) -> bool {
+    matches!(
+        symbol,
+        "*" | "A" | "AH" | "Q" | "QH" | "X" | "XH" | "M" | "MH" | "R" | "R#" | "LP" | "L"
+    ) || symbol
+        .strip_prefix('R')
+        .is_some_and(|n| (1..=2).contains(&n.len()) && n.bytes().all(|b| b.is_ascii_digit()))
+}
+
+/// An atom symbol's atomic number: hydrogen for the isotope symbols `D` and
+/// `T`, 0 for a pseudo-atom (both as RDKit reads them).
 fn element(symbol: &str, line: usize) -> LineResult<i64> {
-    atomic_number(symbol).ok_or_else(|| (line, ParseError::UnknownElement(excerpt(symbol))))
+    match symbol {
+        "D" | "T" => Ok(1),
+        _ if is_pseudo_atom(symbol) => Ok(0),
+        _ => atomic_number(symbol).ok_or_else(|| (line, ParseError::UnknownElement(excerpt(symbol)))),
+    }
 }
 
 /// A bond type of the file as an order 1, 2, 3 or 4 (aromatic).
@@ -366,7 +430,122 @@ fn v2000_table(molblock: &[&str], first: usize) -> LineResult<Table> {
         let order = bond_order(columns(line, 6, 9), at(k))?;
         table.bond(i, j, order, at(k))?;
     }
+    v2000_properties(molblock, first, 4 + atoms + bonds, atoms, bonds)?;
     Ok(table)
+}
+
+/// Whether `line` reads as a V2000 bond line between atoms of 1..=`atoms`.
+fn is_bond_line(line: &str, atoms: usize) -> bool {
+    let atom = |a: usize| {
+        columns(line, a, a + 3)
+            .parse::<usize>()
+            .is_ok_and(|i| (1..=atoms).contains(&i))
+    };
+    line.len() >= 9 && atom(0) && atom(3) && columns(line, 6, 9).parse::<u8>().is_ok()
+}
+
+/// Checks the lines between the bond block and `M  END`: property lines
+/// only. A bond line there means the counts line declares fewer bonds than
+/// the record holds, which a reader that follows the counts drops without a
+/// word; a malformed `M  CHG`/`M  ISO`/`M  RAD` line makes RDKit refuse the
+/// record (and every file it is copied into).
+fn v2000_properties(
+    molblock: &[&str],
+    first: usize,
+    from: usize,
+    atoms: usize,
+    bonds: usize,
+) -> LineResult<()> {
+    let at = |k: usize| first + k;
+    let last = molblock.len() - 1;
+    let mut k = from;
+    while k < last {
+        let line = molblock[k];
+        if is_bond_line(line, atoms) {
+            return Err(record_error(
+                at(k),
+                format!(
+                    "`{}` is a bond line, but the counts line (line {}) declares {bonds} bonds, all read \
+                     before it: correct the bond count in columns 4-6 of the counts line",
+                    excerpt(line.trim_end()),
+                    at(3)
+                ),
+            ));
+        }
+        let prefix = line.get(..6).unwrap_or(line);
+        match prefix {
+            "M  CHG" | "M  ISO" | "M  RAD" => atom_values(line, at(k), atoms)?,
+            // An alias or a group abbreviation is followed by one line of free text.
+            _ if line.starts_with("A  ") || line.starts_with("G  ") => k += 1,
+            "S  SKP" => {
+                k += columns(line, 6, 9).parse::<usize>().map_err(|_| {
+                    record_error(
+                        at(k),
+                        format!("`{}`: no line count in columns 7-9", excerpt(line)),
+                    )
+                })?
+            }
+            _ if line.starts_with("M  ") || line.starts_with("V  ") || line.trim().is_empty() => {}
+            _ => {
+                return Err(record_error(
+                    at(k),
+                    format!(
+                        "`{}` between the bond block and `M  END` is neither a bond the counts line \
+                         declares nor a property line (`M  ...`, `A  `, `G  `, `V  `)",
+                        excerpt(line.trim_end())
+                    ),
+                ))
+            }
+        }
+        k += 1;
+    }
+    Ok(())
+}
+
+/// Checks an `M  CHG`, `M  ISO` or `M  RAD` line in its fixed columns (as
+/// RDKit reads it): an entry count 1..=8 in columns 7-9, then that many
+/// `aaa vvv` pairs of 4 columns each, atoms in 1..=`atoms`, values in range.
+fn atom_values(line: &str, at: usize, atoms: usize) -> LineResult<()> {
+    let line = line.trim_end();
+    let what = &line[3..6];
+    let (range, meaning) = match what {
+        "CHG" => (-15..=15, "a charge in -15..=15"),
+        "ISO" => (1..=999, "a mass number in 1..=999"),
+        _ => (0..=3, "a radical state in 0..=3"),
+    };
+    let bad = |reason: String| record_error(at, format!("`M  {what}` line `{}`: {reason}", excerpt(line)));
+    let n = columns(line, 6, 9)
+        .parse::<usize>()
+        .ok()
+        .filter(|n| (1..=8).contains(n))
+        .ok_or_else(|| bad("no entry count 1..=8 in columns 7-9".into()))?;
+    if line.len() != 9 + 8 * n {
+        return Err(bad(format!(
+            "{n} entries take columns 1-{} (`aaa vvv` in 4 columns each), the line has {}",
+            9 + 8 * n,
+            line.len()
+        )));
+    }
+    for e in 0..n {
+        let a = 9 + 8 * e;
+        let atom = columns(line, a, a + 4);
+        if !atom.parse::<usize>().is_ok_and(|i| (1..=atoms).contains(&i)) {
+            return Err(bad(format!(
+                "entry {}: `{}` is not an atom number in 1..={atoms}",
+                e + 1,
+                excerpt(atom)
+            )));
+        }
+        let value = columns(line, a + 4, a + 8);
+        if !value.parse::<i32>().is_ok_and(|v| range.contains(&v)) {
+            return Err(bad(format!(
+                "entry {}: `{}` is not {meaning}",
+                e + 1,
+                excerpt(value)
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// The `M  V30` lines of a block with continuation lines (ending in `-`)
@@ -410,17 +589,45 @@ fn v3000_table(molblock: &[&str], first: usize) -> LineResult<Table> {
     let mut ids: Vec<(String, usize)> = Vec::new();
     let mut block = "";
     let mut bond_count = 0;
+    // Open `BEGIN` blocks (name, index): a record cut before `END CTAB` has
+    // lost whatever came after, and RDKit refuses it.
+    let mut open: Vec<(&str, usize)> = Vec::new();
+    let mut ctab = false;
     for (k, body) in &v30 {
         let tokens: Vec<&str> = body.split_whitespace().collect();
         match tokens.as_slice() {
             ["BEGIN", name, ..] => {
+                ctab |= *name == "CTAB";
+                open.push((name, *k));
                 block = if *name == "ATOM" || *name == "BOND" {
                     name
                 } else {
                     ""
                 }
             }
-            ["END", ..] => block = "",
+            ["END", name, ..] => {
+                match open.pop() {
+                    Some((begun, _)) if begun == *name => {}
+                    Some((begun, b)) => {
+                        return Err(record_error(
+                            at(*k),
+                            format!(
+                                "`END {}` closes `BEGIN {}` of line {}",
+                                excerpt(name),
+                                excerpt(begun),
+                                at(b)
+                            ),
+                        ))
+                    }
+                    None => {
+                        return Err(record_error(
+                            at(*k),
+                            format!("`END {}` without its `BEGIN`", excerpt(name)),
+                        ))
+                    }
+                }
+                block = "";
+            }
             ["COUNTS", atoms, bonds, ..] => {
                 let n = |t: &str| {
                     t.parse::<usize>()
@@ -471,6 +678,22 @@ fn v3000_table(molblock: &[&str], first: usize) -> LineResult<Table> {
             }
             _ => {}
         }
+    }
+    if let Some((name, b)) = open.first() {
+        return Err(record_error(
+            at(*b),
+            format!(
+                "`M  V30 BEGIN {}` is never closed: no `M  V30 END {}` before `M  END` (a cut V3000 record)",
+                excerpt(name),
+                excerpt(name)
+            ),
+        ));
+    }
+    if !ctab {
+        return Err(record_error(
+            at(3),
+            "a V3000 record without `M  V30 BEGIN CTAB`".into(),
+        ));
     }
     match declared {
         None => Err(record_error(

@@ -10,8 +10,9 @@ use physcon::diffusion::NoiseSchedule;
 use physcon::{Error, MolBatch, Result};
 use tch::{Device, Kind};
 
+use crate::checks;
 use crate::data::TrainData;
-use crate::eval::{evaluate, generate, Generation, Structures};
+use crate::eval::{evaluate, generate, Generation};
 use crate::io;
 use crate::model::{Graph, ELEMENTS};
 use crate::npz;
@@ -19,6 +20,7 @@ use crate::objective::Arm;
 use crate::relax::Fire;
 use crate::report::{report, table, write_plots, SeedResult, SplitScores};
 use crate::settings::{Preset, Settings};
+use crate::threads::Threads;
 use crate::training::{load_model, train_all, ArmCheckpoints};
 
 #[derive(Parser)]
@@ -171,6 +173,8 @@ pub struct TrainArgs {
     pub print_settings: bool,
     #[command(flatten)]
     pub gen: GenArgs,
+    #[command(flatten)]
+    pub threads: Threads,
 }
 
 impl TrainArgs {
@@ -204,6 +208,8 @@ pub struct EvaluateArgs {
     /// Also write the per-molecule results to this NumPy .npz file (keys in the README).
     #[arg(long)]
     pub npz: Option<PathBuf>,
+    #[command(flatten)]
+    pub threads: Threads,
 }
 
 #[derive(clap::Args, Clone)]
@@ -222,15 +228,23 @@ pub struct PredictArgs {
     /// Replace --output if it exists (even when it is the --input file).
     #[arg(long)]
     pub force: bool,
-    /// Refuse the whole input when a molecule has an element the model does not know
-    /// (default: skip such molecules, one line each, and predict the rest).
-    #[arg(long)]
+    /// Refuse the whole input at its first record that cannot be predicted (malformed,
+    /// an element or pseudo-atom the model does not know, too many atoms) or whose
+    /// structure explodes; nothing is written (default: skip such records, one line each,
+    /// and predict the rest).
+    #[arg(long, conflicts_with = "skip_bad")]
     pub strict: bool,
+    /// Exit with status 0 although records were skipped (default: the predictions of the
+    /// other records are written, then predict fails naming how many were skipped).
+    #[arg(long)]
+    pub skip_bad: bool,
     #[command(flatten)]
     pub gen: GenArgs,
     /// Also write the structures to this NumPy .npz file (keys in the README).
     #[arg(long)]
     pub npz: Option<PathBuf>,
+    #[command(flatten)]
+    pub threads: Threads,
 }
 
 /// Parses the command line and runs it; errors end the process with status 1.
@@ -264,15 +278,28 @@ fn keep_freed_memory() {}
 
 /// Runs a parsed command line.
 pub fn run(cli: Cli) -> Result<()> {
-    tch::set_num_threads(2);
     // No subcommand means `train` with every default.
     let command = cli
         .command
         .unwrap_or_else(|| Command::Train(TrainArgs::parse_from(["two_stage"])));
     match command {
-        Command::Train(args) => train(&args),
-        Command::Evaluate(args) => evaluate_checkpoint(&args),
-        Command::Predict(args) => predict(&args),
+        Command::Train(args) => {
+            args.threads.apply()?;
+            train(&args)
+        }
+        Command::Evaluate(args) => {
+            args.threads.apply()?;
+            evaluate_checkpoint(&args)
+        }
+        Command::Predict(args) => {
+            args.threads.apply()?;
+            let outcome = predict(&args)?;
+            for line in outcome.skipped.iter().chain(&outcome.notes) {
+                eprintln!("{line}");
+            }
+            print!("{}", outcome.summary);
+            outcome.status(&args)
+        }
     }
 }
 
@@ -433,9 +460,56 @@ pub fn evaluate_checkpoint(args: &EvaluateArgs) -> Result<()> {
     }
 }
 
+/// What `predict` did: the lines to show, and what was skipped.
+#[derive(Debug, Default)]
+pub struct Predicted {
+    /// One `skipped: file:line: ...` line per record or structure not written, in file order.
+    pub skipped: Vec<String>,
+    /// One `warning: file:line: ...` line per finding about a predicted molecule.
+    pub notes: Vec<String>,
+    /// The closing lines (counts, speed), each ending in a newline.
+    pub summary: String,
+    /// Structures written to --output.
+    pub written: usize,
+    /// Records in the input.
+    pub records: usize,
+    /// Records not predicted (malformed, unknown elements, too large).
+    pub records_skipped: usize,
+    /// Structures of predicted molecules not written (exploded, too wide for the format).
+    pub structures_skipped: usize,
+}
+
+impl Predicted {
+    /// The exit status: an error when anything was skipped, unless --skip-bad.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] (`--skip-bad`) naming the count.
+    pub fn status(&self, args: &PredictArgs) -> Result<()> {
+        if self.skipped.is_empty() || args.skip_bad {
+            return Ok(());
+        }
+        Err(Error::InvalidArgument {
+            arg: "--skip-bad",
+            reason: format!(
+                "{} of {} records of {} could not be predicted and {} predicted structures were left \
+                 out (listed above); the other {} structures were written to {}. Pass --skip-bad to \
+                 accept that (exit status 0), or --strict to write nothing unless every record is predicted",
+                self.records_skipped,
+                self.records,
+                args.input.display(),
+                self.structures_skipped,
+                self.written,
+                args.output.display()
+            ),
+        })
+    }
+}
+
 /// `predict`: `--samples` generated structures per molecule of `--input`, written to `--output`
-/// in the input's format. Everything the user typed is checked before the model runs.
-pub fn predict(args: &PredictArgs) -> Result<()> {
+/// in the input's format. Everything the user typed is checked before the model runs; records
+/// that cannot be predicted and structures that explode are skipped, each named with its line
+/// (`--strict`: refused at the first, nothing written).
+pub fn predict(args: &PredictArgs) -> Result<Predicted> {
     let gen = &args.gen;
     let n_samples = gen.samples();
     io::check_samples(n_samples)?;
@@ -451,39 +525,65 @@ pub fn predict(args: &PredictArgs) -> Result<()> {
     }
     let trained = load_model(&args.checkpoint, requested(args.preset)?.as_ref())?;
     io::check_generation(gen, trained.settings.diffusion_steps)?;
-    let input = io::Input::read(&args.input)?;
+    let mut input = io::Input::read(&args.input)?;
     io::check_output_format(&args.output, &input)?;
-    let (kept, skipped) = input.known(&ELEMENTS);
-    if let (true, Some(first)) = (args.strict, skipped.first()) {
+    let screened = checks::screen(&input, &ELEMENTS);
+    if let (true, Some(first)) = (args.strict, screened.skipped.first()) {
         return Err(Error::InvalidArgument {
             arg: "--strict",
-            reason: format!("{first} ({} such molecules in all)", skipped.len()),
-        });
-    }
-    for line in &skipped {
-        eprintln!("skipped: {line}");
-    }
-    if kept.is_empty() {
-        return Err(Error::InvalidArgument {
-            arg: "--input",
             reason: format!(
-                "{}: none of its {} molecules is made only of elements the model knows",
-                args.input.display(),
-                input.molecules.len()
+                "{} ({} such records in all)",
+                first.message,
+                screened.skipped.len()
             ),
         });
     }
+    if screened.kept.is_empty() {
+        // One record: its own message; several: each on its line, then how many, and the first.
+        if screened.skipped.len() > 1 {
+            for s in &screened.skipped {
+                eprintln!("skipped: {}", s.message);
+            }
+        }
+        if let ([_], Some(r)) = (screened.skipped.as_slice(), input.rejected.pop()) {
+            return Err(r.error);
+        }
+        return Err(Error::InvalidArgument {
+            arg: "--input",
+            reason: format!(
+                "{}: none of its {} records can be predicted; the first: {}",
+                args.input.display(),
+                input.records(),
+                screened.skipped.first().map_or("", |s| s.message.as_str())
+            ),
+        });
+    }
+    let kept = &screened.kept;
+    let mut out = Predicted {
+        skipped: screened
+            .skipped
+            .iter()
+            .map(|s| format!("skipped: {}", s.message))
+            .collect(),
+        notes: screened.notes.iter().map(|n| format!("warning: {n}")).collect(),
+        records: input.records(),
+        records_skipped: screened.skipped.len(),
+        ..Default::default()
+    };
+    let kekule: usize = kept.iter().map(|&k| input.molecules[k].kekule_bonds()).sum();
     let schedule = NoiseSchedule::cosine(trained.settings.diffusion_steps)?;
     tch::manual_seed(0);
     let started = Instant::now();
     let (mut fire_steps, mut unconverged) = (Vec::new(), 0);
     let bar = indicatif::ProgressBar::new(kept.len() as u64);
-    let mut out: Vec<io::Prediction> = Vec::new();
-    for chunk in kept.chunks(32) {
-        let molecules: Vec<_> = chunk
-            .iter()
-            .map(|&k| input.molecules[k].frame.molecule())
-            .collect();
+    let mut predictions: Vec<io::Prediction> = Vec::new();
+    let sizes: Vec<usize> = kept
+        .iter()
+        .map(|&k| input.molecules[k].frame.num_atoms())
+        .collect();
+    for range in checks::batches(&sizes) {
+        let chunk = &kept[range];
+        let molecules: Vec<_> = chunk.iter().map(|&k| input.molecules[k].molecule()).collect();
         let batch = MolBatch::from_molecules(&molecules, Kind::Float, Device::Cpu)?;
         let g = Graph::new(&batch, Kind::Float)?;
         let generated = generate(
@@ -505,68 +605,102 @@ pub fn predict(args: &PredictArgs) -> Result<()> {
             .collect::<Result<Vec<_>>>()?;
         let mut offset = 0;
         for &k in chunk {
-            let frame = &input.molecules[k].frame;
+            let m = &input.molecules[k];
             for (s, sample) in samples.iter().enumerate() {
                 let pos: Vec<[f64; 3]> = sample
                     .outer_iter()
                     .skip(offset)
-                    .take(frame.num_atoms())
+                    .take(m.frame.num_atoms())
                     .map(|r| [r[0], r[1], r[2]])
                     .collect();
-                if pos.iter().flatten().any(|x| !x.is_finite()) {
-                    return Err(Error::InvalidArgument {
-                        arg: "--checkpoint",
-                        reason: format!(
-                            "{}: the model gave non-finite positions for molecule `{}` ({}:{})",
-                            args.checkpoint.display(),
-                            excerpt(&frame.mol_id),
-                            args.input.display(),
-                            input.molecules[k].line
-                        ),
-                    });
+                let pos = io::place_like(&m.frame.pos, &pos);
+                let problem = checks::exploded(m, &pos)
+                    .map(|why| format!("{why}: {}", checks::exploded_hint(gen.generation)))
+                    .or_else(|| io::unwritable(m, &pos));
+                if let Some(why) = &problem {
+                    let line = format!(
+                        "{}:{}: molecule `{}`, sample {s}: {why}",
+                        args.input.display(),
+                        m.line,
+                        excerpt(&m.frame.mol_id)
+                    );
+                    if args.strict {
+                        return Err(Error::InvalidArgument {
+                            arg: "--strict",
+                            reason: format!("{line}; nothing was written"),
+                        });
+                    }
+                    out.skipped.push(format!("skipped: {line}"));
+                    out.structures_skipped += 1;
                 }
-                out.push(io::Prediction {
+                predictions.push(io::Prediction {
                     molecule: k,
                     sample: s as i64,
-                    pos: io::place_like(&frame.pos, &pos),
+                    pos,
+                    problem,
                 });
             }
-            offset += frame.num_atoms();
+            offset += m.frame.num_atoms();
         }
         bar.inc(chunk.len() as u64);
     }
     bar.finish_and_clear();
     let seconds = started.elapsed().as_secs_f64();
-    io::write_predictions(&args.output, &input, &out, trained.arm.name())?;
-    if let Some(path) = &args.npz {
-        // As frames, the predictions come in groups of one molecule's samples.
-        let frames = io::predicted_frames(&input, &out, trained.arm.name());
-        npz::write_structures(path, &Structures::from_samples(&frames, out.len() / kept.len())?)?;
+    let good: Vec<&io::Prediction> = predictions.iter().filter(|p| p.problem.is_none()).collect();
+    if good.is_empty() {
+        // Nothing to write: an empty output would read as a prediction of no molecules.
+        for line in &out.skipped {
+            eprintln!("{line}");
+        }
+        return Err(Error::InvalidArgument {
+            arg: "--input",
+            reason: format!(
+                "none of the {} structures predicted can be written; the first: {}",
+                predictions.len(),
+                out.skipped[screened.skipped.len()].trim_start_matches("skipped: ")
+            ),
+        });
     }
-    println!(
-        "wrote {} structures ({n_samples} per molecule, {} molecules) to {}; {}: {:.1} ms per molecule",
-        out.len(),
+    io::write_predictions(&args.output, &input, &good, trained.arm.name())?;
+    out.written = good.len();
+    if let Some(path) = &args.npz {
+        npz::write_predictions(path, &input, &predictions, &screened, n_samples as usize)?;
+    }
+    out.summary = format!(
+        "wrote {} structures ({n_samples} per molecule, {} molecules) to {}; {}: {:.1} ms per molecule\n",
+        good.len(),
         kept.len(),
         args.output.display(),
         gen.generation().describe(),
         1e3 * seconds / kept.len().max(1) as f64
     );
+    if kekule > 0 {
+        out.summary += &format!(
+            "read {kekule} bonds of Kekulé-written aromatic rings as aromatic (order 4), as the model \
+             was trained; the output keeps the file's bonds\n"
+        );
+    }
     if !fire_steps.is_empty() {
         let mean = fire_steps.iter().sum::<usize>() as f64 / fire_steps.len() as f64;
-        println!(
-            "FIRE: {} of {} molecules converged, {mean:.0} force evaluations per molecule on average",
+        out.summary += &format!(
+            "FIRE: {} of {} molecules converged, {mean:.0} force evaluations per molecule on average\n",
             kept.len() - unconverged,
             kept.len()
         );
     }
-    if !skipped.is_empty() {
-        println!(
-            "skipped {} of {} molecules: elements the model does not know (listed above; --strict refuses the file instead)",
-            skipped.len(),
-            input.molecules.len()
+    if !out.notes.is_empty() {
+        out.summary += &format!(
+            "{} warnings about the input (listed above; the structures were written)\n",
+            out.notes.len()
         );
     }
-    Ok(())
+    if !out.skipped.is_empty() {
+        out.summary += &format!(
+            "skipped {} of {} records before the model and {} structures after it (listed above)\n",
+            out.records_skipped, out.records, out.structures_skipped
+        );
+    }
+    Ok(out)
 }
 
 #[cfg(test)]
@@ -663,8 +797,10 @@ mod tests {
             output: output.clone(),
             force: false,
             strict: false,
+            skip_bad: false,
             gen: refine.clone(),
             npz: Some(out.join("predicted.npz")),
+            threads: Threads::default(),
         };
         // No --preset: the checkpoint's own settings (quick) build the model.
         predict(&predict_args(None)).unwrap();
@@ -719,7 +855,7 @@ mod tests {
             Err(other) => panic!("unexpected error {other}"),
             Ok(()) => panic!("a mismatching --preset was accepted"),
         };
-        let reason = refused(predict(&predict_args(Some(Preset::Cpu))));
+        let reason = refused(predict(&predict_args(Some(Preset::Cpu))).map(|_| ()));
         assert!(
             reason.contains("written with `checkpoint_every = 10`, but the requested settings have `checkpoint_every = 200`"),
             "{reason}"
@@ -732,6 +868,7 @@ mod tests {
             split: SplitName::Val,
             gen: args.gen.clone(),
             npz: None,
+            threads: Threads::default(),
         }));
         assert!(reason.contains("`checkpoint_every = 10`"), "{reason}");
         // Another model size alone is named too.

@@ -9,10 +9,11 @@
 use std::path::{Path, PathBuf};
 
 use physcon::data::{
-    excerpt, format_extxyz, parse_extxyz, parse_sdf, read_text, symbol, write_text, Frame, SdfRecord,
+    excerpt, format_extxyz, parse_extxyz_frames, parse_sdf_records, read_text, write_text, Frame, SdfRecord,
 };
 use physcon::{Error, ParseError, Result};
 
+use crate::aromatic::aromatize;
 use crate::cli::{GenArgs, GenerationName};
 
 /// The most structures per molecule `--samples` may ask for: they are held in
@@ -48,15 +49,34 @@ impl Format {
 
     /// The format of `text` read from `path`: its name if that tells, else its
     /// first non-blank line (an atom count starts extended XYZ).
-    pub fn of_file(path: &Path, text: &str) -> Self {
-        Self::of_name(path).unwrap_or_else(|| {
+    ///
+    /// # Errors
+    /// [`Error::Parse`] for a file in a format predict does not read (MOL2,
+    /// PDB, mmCIF, SMILES, ...), told by its name or its content, naming the
+    /// formats it does read.
+    pub fn of_file(path: &Path, text: &str) -> Result<Self> {
+        let found = unsupported_name(path)
+            .map(|name| (1, name))
+            .or_else(|| unsupported_content(text, Self::of_name(path).is_none()));
+        if let Some((line, name)) = found {
+            return Err(Error::Parse {
+                path: path.to_owned(),
+                line,
+                kind: ParseError::Content(format!(
+                    "this is {name}, a format predict does not read; it reads {SUPPORTED}. Convert it \
+                     first, with explicit hydrogens and 3D coordinates (e.g. `obabel in -O out.sdf -h --gen3d`, \
+                     or RDKit: Chem.AddHs, AllChem.EmbedMolecule, Chem.SDWriter)"
+                )),
+            });
+        }
+        Ok(Self::of_name(path).unwrap_or_else(|| {
             let first = text.lines().find(|l| !l.trim().is_empty()).unwrap_or("");
             if first.trim().parse::<usize>().is_ok() {
                 Format::Extxyz
             } else {
                 Format::Sdf
             }
-        })
+        }))
     }
 
     pub fn name(self) -> &'static str {
@@ -65,6 +85,73 @@ impl Format {
             Format::Sdf => "SDF",
         }
     }
+}
+
+/// The formats `predict` reads, for messages.
+pub const SUPPORTED: &str =
+    "SDF/MOL (V2000 or V3000; .sdf, .sd, .mol) and extended XYZ (.xyz, .extxyz), gzip or not";
+
+/// The format a file name announces that predict does not read.
+pub fn unsupported_name(path: &Path) -> Option<&'static str> {
+    let name = path.file_name()?.to_string_lossy().to_ascii_lowercase();
+    let name = name.strip_suffix(".gz").unwrap_or(&name);
+    match Path::new(name).extension()?.to_str()? {
+        "mol2" | "ml2" => Some("a MOL2 (Tripos) file"),
+        "pdb" | "ent" | "pdbqt" => Some("a PDB file"),
+        "cif" | "mmcif" => Some("an (mm)CIF file"),
+        "smi" | "smiles" | "can" | "ism" => Some("a SMILES file"),
+        "cml" => Some("a CML file"),
+        "inchi" => Some("an InChI file"),
+        _ => None,
+    }
+}
+
+/// The unsupported format `text` is written in, told by a line only that
+/// format has (`@<TRIPOS>`, PDB records, `data_`), or when the file's name
+/// tells nothing (`unnamed`), lines of SMILES in a file without `M  END`:
+/// `(1-based line, name)`.
+fn unsupported_content(text: &str, unnamed: bool) -> Option<(usize, &'static str)> {
+    let mut lines = text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty());
+    let (k, first) = lines.next()?;
+    if let Some((k, _)) = text.lines().enumerate().find(|(_, l)| l.starts_with("@<TRIPOS>")) {
+        return Some((k + 1, "a MOL2 (Tripos) file"));
+    }
+    const PDB: [&str; 8] = [
+        "HEADER", "ATOM  ", "HETATM", "REMARK", "CRYST1", "COMPND", "MODEL ", "TITLE ",
+    ];
+    if PDB.iter().any(|r| first.starts_with(r)) {
+        return Some((k + 1, "a PDB file"));
+    }
+    if first.starts_with("data_") {
+        return Some((k + 1, "an (mm)CIF file"));
+    }
+    // SMILES files hold one molecule per line, the SMILES and perhaps a name;
+    // every connection table or XYZ file has lines of more fields.
+    let smiles_line = |line: &str| {
+        let tokens: Vec<&str> = line.split_whitespace().collect();
+        let first = tokens.first().map_or(&b""[..], |t| t.as_bytes());
+        tokens.len() <= 2
+            && first
+                .first()
+                .is_some_and(|b| b.is_ascii_alphabetic() || b"[*".contains(b))
+            && first
+                .iter()
+                .all(|b| b.is_ascii_alphanumeric() || b"=#()[]@+-/\\%.*:$~".contains(b))
+    };
+    let smiles = unnamed
+        && smiles_line(first)
+        && lines.all(|(_, l)| smiles_line(l))
+        && !text.lines().any(|l| l.trim_end() == "M  END");
+    smiles.then_some((k + 1, "a SMILES file"))
+}
+
+/// A record of the input that could not be read.
+#[derive(Debug)]
+pub struct Rejected {
+    /// 1-based line of the record (title or atom count).
+    pub line: usize,
+    /// What is wrong, naming the file and line.
+    pub error: Error,
 }
 
 /// One molecule of the input and where it stands in its file.
@@ -77,59 +164,92 @@ pub struct InputMolecule {
     pub atom_lines: Vec<usize>,
     /// Its SDF record, written back with the predicted positions.
     pub record: Option<SdfRecord>,
+    /// The bonds the model reads: the file's, with Kekulé-written aromatic
+    /// rings as order 4 (the training data's convention; outputs keep the
+    /// file's own bonds).
+    pub bonds: Vec<(usize, usize, u8)>,
 }
 
-/// The molecules of a user's file, checked to be predictable.
-#[derive(Debug, Clone)]
+impl InputMolecule {
+    fn new(frame: Frame, line: usize, atom_lines: Vec<usize>, record: Option<SdfRecord>) -> Self {
+        let mut bonds = frame.bonds.clone();
+        aromatize(&frame.species, &mut bonds);
+        Self {
+            frame,
+            line,
+            atom_lines,
+            record,
+            bonds,
+        }
+    }
+
+    /// The structure the model reads: the file's atoms with [`Self::bonds`].
+    pub fn molecule(&self) -> physcon::Molecule {
+        physcon::Molecule {
+            bonds: self.bonds.clone(),
+            ..self.frame.molecule()
+        }
+    }
+
+    /// Bonds whose order [`Self::bonds`] changed from the file's.
+    pub fn kekule_bonds(&self) -> usize {
+        self.bonds
+            .iter()
+            .zip(&self.frame.bonds)
+            .filter(|(a, b)| a != b)
+            .count()
+    }
+}
+
+/// The molecules of a user's file: those read, and the records that could not be.
+#[derive(Debug)]
 pub struct Input {
     pub path: PathBuf,
     pub format: Format,
     pub molecules: Vec<InputMolecule>,
+    /// Records that could not be read, in file order; the others are in `molecules`.
+    pub rejected: Vec<Rejected>,
 }
 
 impl Input {
-    /// Reads and checks `path`.
+    /// Reads and checks `path`, each record on its own: a malformed record,
+    /// a molecule without atoms or with a coordinate out of range
+    /// ([`MAX_COORDINATE`]) goes to `rejected` with its file and line, and the
+    /// other records are read.
     ///
     /// # Errors
     /// [`Error::Io`] for a file that cannot be read; [`Error::Parse`] naming the
-    /// file and line for malformed content, no molecules at all, a molecule
-    /// without atoms, or a coordinate out of range ([`MAX_COORDINATE`]).
+    /// file and line for text that is no structure file of a format predict
+    /// reads, or no molecules at all.
     pub fn read(path: &Path) -> Result<Self> {
         let text = read_text(path)?;
-        let format = Format::of_file(path, &text);
-        let molecules: Vec<InputMolecule> = match format {
-            Format::Sdf => parse_sdf(&text, path)?
+        let format = Format::of_file(path, &text)?;
+        let records: Vec<(usize, Result<InputMolecule>)> = match format {
+            Format::Sdf => parse_sdf_records(&text, path)
                 .into_iter()
-                .map(|r| InputMolecule {
-                    frame: r.frame.clone(),
-                    line: r.line,
-                    atom_lines: r.atom_lines.clone(),
-                    record: Some(r),
+                .map(|(line, r)| {
+                    let m =
+                        r.map(|r| InputMolecule::new(r.frame.clone(), r.line, r.atom_lines.clone(), Some(r)));
+                    (line, m)
                 })
                 .collect(),
-            Format::Extxyz => {
-                let mut line = 1;
-                parse_extxyz(&text, path)?
-                    .into_iter()
-                    .map(|frame| {
-                        let m = InputMolecule {
-                            line,
-                            atom_lines: (0..frame.num_atoms()).map(|a| line + 2 + a).collect(),
-                            frame,
-                            record: None,
-                        };
-                        line += m.frame.num_atoms() + 2;
-                        m
-                    })
-                    .collect()
-            }
+            Format::Extxyz => parse_extxyz_frames(&text, path)
+                .into_iter()
+                .map(|(line, frame)| {
+                    let m = frame.map(|frame| {
+                        let atom_lines = (0..frame.num_atoms()).map(|a| line + 2 + a).collect();
+                        InputMolecule::new(frame, line, atom_lines, None)
+                    });
+                    (line, m)
+                })
+                .collect(),
         };
         let fail = |line: usize, kind: ParseError| Error::Parse {
             path: path.to_owned(),
             line,
             kind,
         };
-        if molecules.is_empty() {
+        if records.is_empty() {
             return Err(fail(
                 1,
                 ParseError::Content(format!(
@@ -144,7 +264,7 @@ impl Input {
                 )),
             ));
         }
-        for m in &molecules {
+        let check = |m: InputMolecule| -> Result<InputMolecule> {
             let id = excerpt(&m.frame.mol_id);
             if m.frame.species.is_empty() {
                 return Err(fail(
@@ -162,36 +282,26 @@ impl Input {
                     ));
                 }
             }
+            Ok(m)
+        };
+        let (mut molecules, mut rejected) = (Vec::new(), Vec::new());
+        for (line, record) in records {
+            match record.and_then(check) {
+                Ok(m) => molecules.push(m),
+                Err(error) => rejected.push(Rejected { line, error }),
+            }
         }
         Ok(Self {
             path: path.to_owned(),
             format,
             molecules,
+            rejected,
         })
     }
 
-    /// Splits the molecules into those made only of `known` elements (their
-    /// indices) and one line for each of the others, naming file, line,
-    /// molecule and element.
-    pub fn known(&self, known: &[i64]) -> (Vec<usize>, Vec<String>) {
-        let mut kept = Vec::new();
-        let mut skipped = Vec::new();
-        let names: Vec<&str> = known.iter().filter_map(|&z| symbol(z)).collect();
-        for (k, m) in self.molecules.iter().enumerate() {
-            match m.frame.species.iter().position(|z| !known.contains(z)) {
-                None => kept.push(k),
-                Some(a) => skipped.push(format!(
-                    "{}:{}: molecule `{}`: element {} (atom {}) is not one the model knows ({})",
-                    self.path.display(),
-                    m.atom_lines[a],
-                    excerpt(&m.frame.mol_id),
-                    symbol(m.frame.species[a]).unwrap_or("?"),
-                    a + 1,
-                    names.join(", ")
-                )),
-            }
-        }
-        (kept, skipped)
+    /// Records in the file, read or not.
+    pub fn records(&self) -> usize {
+        self.molecules.len() + self.rejected.len()
     }
 }
 
@@ -311,6 +421,16 @@ pub fn check_output(arg: &'static str, input: &Path, output: &Path, force: bool)
 /// # Errors
 /// [`Error::InvalidArgument`] (`--output`).
 pub fn check_output_format(output: &Path, input: &Input) -> Result<()> {
+    if let Some(name) = unsupported_name(output) {
+        return Err(flag(
+            "--output",
+            format!(
+                "`{}` names {name}; predict writes the input's format ({})",
+                output.display(),
+                input.format.name()
+            ),
+        ));
+    }
     match Format::of_name(output) {
         Some(f) if f != input.format => Err(flag(
             "--output",
@@ -351,11 +471,27 @@ pub struct Prediction {
     pub molecule: usize,
     pub sample: i64,
     pub pos: Vec<[f64; 3]>,
+    /// Why it is not written to --output (exploded, or wider than the format), if so.
+    pub problem: Option<String>,
+}
+
+/// Why `pos` cannot be written into the molecule's SDF record, if it cannot
+/// (a V2000 coordinate wider than its 10 columns).
+pub fn unwritable(m: &InputMolecule, pos: &[[f64; 3]]) -> Option<String> {
+    let e = m.record.as_ref()?.with_positions(pos).err()?;
+    let reason = match e {
+        Error::InvalidArgument { reason, .. } => reason,
+        e => e.to_string(),
+    };
+    Some(format!(
+        "{reason}; move the molecule nearer the origin, or write the input as V3000 (RDKit: \
+         Chem.SDWriter with SetForceV3000(True))"
+    ))
 }
 
 /// The predictions as frames: each its input molecule with the predicted
 /// positions, `level` `physcon-<model>`, no energy or forces.
-pub fn predicted_frames(input: &Input, predictions: &[Prediction], model: &str) -> Vec<Frame> {
+pub fn predicted_frames(input: &Input, predictions: &[&Prediction], model: &str) -> Vec<Frame> {
     predictions
         .iter()
         .map(|p| Frame {
@@ -374,7 +510,7 @@ pub fn predicted_frames(input: &Input, predictions: &[Prediction], model: &str) 
 ///
 /// # Errors
 /// The writers' errors; [`Error::Io`] naming `path`.
-pub fn write_predictions(path: &Path, input: &Input, predictions: &[Prediction], model: &str) -> Result<()> {
+pub fn write_predictions(path: &Path, input: &Input, predictions: &[&Prediction], model: &str) -> Result<()> {
     let text = match input.format {
         Format::Extxyz => format_extxyz(&predicted_frames(input, predictions, model))?,
         Format::Sdf => {

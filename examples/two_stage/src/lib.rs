@@ -27,10 +27,16 @@
 //! - [`log`]: per-step CSV and the progress bar;
 //! - [`eval`] and [`report`]: scores on a split, tables, plots;
 //! - [`teacher`]: the energy model's force and energy errors (how good a teacher it is);
-//! - [`io`]: users' molecules (SDF/MOL, extended XYZ) in and out of `predict`.
+//! - [`io`]: users' molecules (SDF/MOL, extended XYZ) in and out of `predict`;
+//! - [`checks`]: what `predict` checks about each molecule (size, 2D, implicit
+//!   hydrogens, exploded structures) and its memory-bounded batches;
+//! - [`aromatic`]: Kekulé-written aromatic rings in the training data's convention;
+//! - [`threads`]: libtorch's thread count (`--threads`, `OMP_NUM_THREADS`).
 //! - [`npz`]: `predict`'s and `evaluate`'s results as NumPy `.npz` files.
 
+pub mod aromatic;
 pub mod checkpoint;
+pub mod checks;
 pub mod cli;
 pub mod data;
 pub mod eval;
@@ -45,6 +51,7 @@ pub mod relax;
 pub mod report;
 pub mod settings;
 pub mod teacher;
+pub mod threads;
 pub mod training;
 
 /// libtorch's generator is process-wide: tests that seed it run one at a time.

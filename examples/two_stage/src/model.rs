@@ -19,6 +19,11 @@ use tch::{Device, Kind, Tensor};
 /// Elements the model knows (the dataset's): H C N O F S Cl.
 pub const ELEMENTS: [i64; 7] = [1, 6, 7, 8, 9, 16, 17];
 
+/// Directed atom pairs one [`Graph`] may hold: refused above, before any
+/// allocation (a 10,001-atom molecule is 10⁸ pairs, gigabytes per feature).
+/// Training batches stay far below (256 molecules of 40 atoms: 4·10⁵).
+pub const MAX_GRAPH_PAIRS: i64 = 1 << 22;
+
 /// Bond-order classes of an edge: none, single, double, triple, aromatic.
 const BOND_CLASSES: i64 = 5;
 
@@ -114,6 +119,19 @@ impl Graph {
                     })
             })
             .collect::<Result<Vec<i64>>>()?;
+        let counts = layout.counts_host();
+        let pairs: i64 = counts.iter().map(|&n| n * (n - 1)).sum();
+        if pairs > MAX_GRAPH_PAIRS {
+            return Err(physcon::Error::InvalidArgument {
+                arg: "batch",
+                reason: format!(
+                    "{pairs} atom pairs (largest molecule: {} atoms) is more than the {MAX_GRAPH_PAIRS} \
+                     a graph holds: every two atoms of a molecule are paired, and the pairs' features \
+                     would not fit in memory",
+                    counts.iter().max().copied().unwrap_or(0)
+                ),
+            });
+        }
         let (i, j) = pairs_within(&layout)?;
         let (i, j) = (
             Vec::<i64>::try_from(&i.to_device(Device::Cpu))?,
@@ -339,6 +357,29 @@ mod tests {
         );
         vs.set_kind(Kind::Double);
         (rng, vs, model)
+    }
+
+    /// A molecule whose atom pairs would not fit in memory is refused before
+    /// any pair is made, naming its size; one just under the limit is featurised.
+    #[test]
+    fn graphs_beyond_the_pair_limit_are_refused() {
+        let big = |n: usize| physcon::Molecule {
+            species: vec![6; n],
+            pos: (0..n).map(|a| [a as f64 * 1.5, 0.0, 0.0]).collect(),
+            bonds: Vec::new(),
+        };
+        let batch = MolBatch::from_molecules(&[big(2049)], Kind::Float, Device::Cpu).unwrap();
+        match Graph::new(&batch, Kind::Float) {
+            Err(physcon::Error::InvalidArgument { arg: "batch", reason }) => {
+                assert!(
+                    reason.contains("4196352 atom pairs") && reason.contains("2049 atoms"),
+                    "{reason}"
+                )
+            }
+            _ => panic!("a graph of 2049 atoms was built"),
+        }
+        let batch = MolBatch::from_molecules(&[big(200)], Kind::Float, Device::Cpu).unwrap();
+        assert!(Graph::new(&batch, Kind::Float).is_ok());
     }
 
     fn rotation() -> Tensor {

@@ -9,6 +9,14 @@
 //! | `batch` | int64 | `[N]` | the molecule of each atom (an index into `mol_id`) |
 //! | `positions` | float64 | `[K, N, 3]` | the generated structures (Å) |
 //!
+//! and from `predict` also, for what to trust:
+//!
+//! | key | dtype | shape | what |
+//! |---|---|---|---|
+//! | `exploded` | bool | `[M, K]` | the sample is no structure (exploded, or not writable to the SDF): left out of --output |
+//! | `flat_input` | bool | `[M]` | the input's z coordinates all lie within 0.001 Å (a 2D drawing) |
+//! | `implicit_hydrogens` | bool | `[M]` | a carbon of the input is short of four bonds (hydrogens not explicit) |
+//!
 //! and from `evaluate` also, judged against the split's GFN2-xTB minima:
 //!
 //! | key | dtype | shape | what |
@@ -29,19 +37,56 @@ use ndarray_npy::{
     NpzReader, NpzWriter, ReadDataError, ReadableElement, WritableElement, WriteDataError, WriteNpzError,
 };
 use physcon::data::write_atomic;
-use physcon::ndarray::Array1;
+use physcon::data::Frame;
+use physcon::ndarray::{Array1, Array2};
 use physcon::{Error, Result};
 use py_literal::Value as PyValue;
 
+use crate::checks::Screened;
 use crate::eval::{MoleculeResults, Structures};
+use crate::io::{Input, Prediction};
 
-/// Writes `predict`'s structures to `path`, atomically.
+/// Writes structures alone (the keys `mol_id`, `species`, `batch`, `positions`) to `path`, atomically.
 ///
 /// # Errors
 /// [`Error::InvalidArgument`] for a `mol_id` longer than 256 characters;
 /// [`Error::Io`] for the archive or the file system.
 pub fn write_structures(path: &Path, structures: &Structures) -> Result<()> {
     write_npz(path, structures, |_| Ok(()))
+}
+
+/// Writes `predict`'s structures to `path`, atomically: every sample of each
+/// predicted molecule (`samples` per molecule, in input order), with the
+/// findings about each as flags.
+///
+/// # Errors
+/// [`Error::InvalidArgument`] for a `mol_id` longer than 256 characters;
+/// [`Error::Io`] for the archive or the file system.
+pub fn write_predictions(
+    path: &Path,
+    input: &Input,
+    predictions: &[Prediction],
+    screened: &Screened,
+    samples: usize,
+) -> Result<()> {
+    let frames: Vec<Frame> = predictions
+        .iter()
+        .map(|p| Frame {
+            pos: p.pos.clone(),
+            ..input.molecules[p.molecule].frame.clone()
+        })
+        .collect();
+    let structures = Structures::from_samples(&frames, samples)?;
+    let molecules: Vec<usize> = predictions.iter().step_by(samples).map(|p| p.molecule).collect();
+    let exploded = Array2::from_shape_fn((molecules.len(), samples), |(m, k)| {
+        predictions[m * samples + k].problem.is_some()
+    });
+    let per_molecule = |flags: &[bool]| molecules.iter().map(|&m| flags[m]).collect::<Array1<bool>>();
+    write_npz(path, &structures, |npz| {
+        npz.add_array("exploded", &exploded)?;
+        npz.add_array("flat_input", &per_molecule(&screened.flat))?;
+        npz.add_array("implicit_hydrogens", &per_molecule(&screened.implicit_h))
+    })
 }
 
 /// Writes `evaluate`'s per-molecule results to `path`, atomically.

@@ -15,7 +15,7 @@ use physcon::data::{read_extxyz, read_sdf, Frame};
 use tch::nn::VarStore;
 use tch::Device;
 use two_stage::checkpoint::{save, CheckpointMeta};
-use two_stage::cli::{run, Cli};
+use two_stage::cli::{predict as predict_command, run, Cli, Command, Predicted};
 use two_stage::model::Model;
 use two_stage::objective::Arm;
 use two_stage::optim::Adam;
@@ -35,22 +35,28 @@ fn fixture(dir: &str, name: &str) -> PathBuf {
 
 /// A freshly initialised quick-preset model as a checkpoint (`nan`: one weight NaN).
 fn checkpoint(dir: &Path, nan: bool) -> PathBuf {
+    if nan {
+        broken_checkpoint(dir, "nan", "eps1.weight", f64::NAN)
+    } else {
+        broken_checkpoint(dir, "model", "", 0.0)
+    }
+}
+
+/// A freshly initialised quick-preset model as `<name>.safetensors`, with the
+/// variable `var` (if any) filled with `value`.
+fn broken_checkpoint(dir: &Path, name: &str, var: &str, value: f64) -> PathBuf {
     let settings = Settings::preset(Preset::Quick).unwrap();
     let vs = VarStore::new(Device::Cpu);
     let _model = Model::new(&vs.root(), settings.model, settings.diffusion_steps);
-    if nan {
+    if !var.is_empty() {
         let vars = vs.variables();
-        let mut w = vars["eps1.weight"].shallow_clone();
+        let mut w = vars[var].shallow_clone();
         tch::no_grad(|| {
-            let _ = w.fill_(f64::NAN);
+            let _ = w.fill_(value);
         });
     }
     let adam = Adam::new(&vs.trainable_variables());
-    let path = dir.join(if nan {
-        "nan.safetensors"
-    } else {
-        "model.safetensors"
-    });
+    let path = dir.join(format!("{name}.safetensors"));
     let meta = CheckpointMeta {
         arm: Arm::Consistency,
         step: 0,
@@ -62,20 +68,28 @@ fn checkpoint(dir: &Path, nan: bool) -> PathBuf {
     path
 }
 
-/// Runs `two_stage predict` with `args`; a panic fails the test, naming the case.
-fn predict(case: &str, args: &[&str]) -> Result<(), String> {
+/// `two_stage predict` with `args` and the test's generation defaults.
+fn argv<'a>(args: &[&'a str]) -> Vec<&'a str> {
     let mut argv = vec!["two_stage", "predict"];
     for (flag, value) in [
         ("--generation", "refine"),
         ("--samples", "2"),
         ("--start", "10"),
         ("--ddim-steps", "5"),
+        // Tests run in parallel threads; libtorch's count is process-wide.
+        ("--threads", "1"),
     ] {
         if !args.contains(&flag) {
             argv.extend([flag, value]);
         }
     }
     argv.extend_from_slice(args);
+    argv
+}
+
+/// Runs `two_stage predict` with `args`; a panic fails the test, naming the case.
+fn predict(case: &str, args: &[&str]) -> Result<(), String> {
+    let argv = argv(args);
     match catch_unwind(AssertUnwindSafe(|| {
         Cli::try_parse_from(&argv)
             .map_err(|e| e.to_string())
@@ -84,6 +98,35 @@ fn predict(case: &str, args: &[&str]) -> Result<(), String> {
         Ok(result) => result,
         Err(_) => panic!("{case}: predict panicked"),
     }
+}
+
+/// Runs `two_stage predict` with `args` and returns what it reported with
+/// its exit status (`Err`: what `main` prints); a panic fails the test.
+fn predict_report(case: &str, args: &[&str]) -> Result<(Predicted, Result<(), String>), String> {
+    let argv = argv(args);
+    let run = || {
+        let cli = Cli::try_parse_from(&argv).map_err(|e| e.to_string())?;
+        let Some(Command::Predict(p)) = cli.command else {
+            panic!("{case}: not predict")
+        };
+        p.threads.apply().map_err(|e| e.to_string())?;
+        let out = predict_command(&p).map_err(|e| e.to_string())?;
+        let status = out.status(&p).map_err(|e| e.to_string());
+        Ok((out, status))
+    };
+    match catch_unwind(AssertUnwindSafe(run)) {
+        Ok(result) => result,
+        Err(_) => panic!("{case}: predict panicked"),
+    }
+}
+
+/// Fails unless one of the report's skipped lines names `at` (`file:line:`) and holds `words`.
+fn assert_skipped(report: &Predicted, at: &str, words: &str) {
+    assert!(
+        report.skipped.iter().any(|l| l.contains(at) && l.contains(words)),
+        "{at} with `{words}` not among {:?}",
+        report.skipped
+    );
 }
 
 /// The names in `dir`.
@@ -148,6 +191,19 @@ const REFUSED: &[(&str, usize, &str)] = &[
     ("v3000_counts_mismatch.sdf", 6, "COUNTS declares 10 atoms"),
     ("truncated_frame.extxyz", 1, "ends after 3"),
     ("missing_mol_id.extxyz", 2, "missing key `mol_id`"),
+    // Issue 17: what a reader following the counts line would drop or copy silently.
+    ("bond_count_short.sdf", 20, "declares 6 bonds"),
+    ("bad_m_chg.sdf", 18, "`M  CHG` line"),
+    ("bad_m_iso.sdf", 22, "`12` is not an atom number in 1..=9"),
+    ("junk_before_m_end.sdf", 22, "neither a bond"),
+    ("v3000_no_end_ctab.sdf", 5, "BEGIN CTAB` is never closed"),
+    // Formats predict does not read, by name and by content.
+    ("molecule.mol2", 1, "MOL2"),
+    ("mol2_named.sdf", 1, "MOL2"),
+    ("protein.pdb", 1, "a PDB file"),
+    ("pdb_content.dat", 1, "a PDB file"),
+    ("ligands.smi", 1, "a SMILES file"),
+    ("smiles_content.txt", 1, "a SMILES file"),
 ];
 
 #[test]
@@ -169,44 +225,72 @@ fn every_refusal_names_file_and_line_or_flag_and_leaves_nothing() {
         .collect();
     cases.push((long.clone(), 1, "expected an atom count"));
     cases.push((corpus("gzip_bomb.extxyz.gz"), 1, "expected an atom count"));
+    let (mut refused, mut partial) = (0, 0);
     for (input, line, words) in &cases {
         let name = input.file_name().unwrap().to_str().unwrap();
         let target = if name.contains("xyz") { &out_xyz } else { &out };
         let before = std::fs::read(input).unwrap();
-        let message = predict(
-            name,
-            &[
-                "--checkpoint",
-                ckpt,
-                "--input",
-                input.to_str().unwrap(),
-                "--output",
-                target.to_str().unwrap(),
-            ],
-        )
-        .expect_err(name);
-        assert!(message.contains(name), "{name}: the file is not named: {message}");
-        if *line > 0 {
-            assert!(
-                message.contains(&format!("{name}:{line}:")),
-                "{name}: line {line} is not named: {message}"
-            );
-        } else {
-            assert!(
-                message.contains(&format!("{name}:")),
-                "{name}: no line: {message}"
-            );
-        }
-        assert!(message.contains(words), "{name}: `{words}` missing: {message}");
-        assert!(message.len() < 600, "{name}: {} bytes of message", message.len());
+        let args = [
+            "--checkpoint",
+            ckpt,
+            "--input",
+            input.to_str().unwrap(),
+            "--output",
+            target.to_str().unwrap(),
+        ];
+        let names_the_fault = |message: &str| {
+            assert!(message.contains(name), "{name}: the file is not named: {message}");
+            if *line > 0 {
+                assert!(
+                    message.contains(&format!("{name}:{line}:")),
+                    "{name}: line {line} is not named: {message}"
+                );
+            } else {
+                assert!(
+                    message.contains(&format!("{name}:")),
+                    "{name}: no line: {message}"
+                );
+            }
+            assert!(message.contains(words), "{name}: `{words}` missing: {message}");
+            assert!(message.len() < 600, "{name}: {} bytes of message", message.len());
+        };
+        // --strict refuses the file at the fault and writes nothing.
+        let mut strict = args.to_vec();
+        strict.push("--strict");
+        let message = predict(name, &strict).expect_err(name);
+        names_the_fault(&message);
         assert_eq!(
             listing(&scratch.0),
             ["input-long_token.extxyz"],
             "{name}: leftovers"
         );
+        // By default the other records are predicted, the bad one named, and the status is an error.
+        match predict_report(name, &args) {
+            Err(message) => {
+                names_the_fault(&message);
+                assert_eq!(
+                    listing(&scratch.0),
+                    ["input-long_token.extxyz"],
+                    "{name}: leftovers"
+                );
+                refused += 1;
+            }
+            Ok((report, status)) => {
+                assert_skipped(&report, &format!("{name}:{line}:"), words);
+                assert!(report.written > 0, "{name}");
+                let status = status.expect_err(name);
+                assert!(status.contains("--skip-bad"), "{name}: {status}");
+                std::fs::remove_file(target).unwrap();
+                partial += 1;
+            }
+        }
         assert_eq!(std::fs::read(input).unwrap(), before, "{name}: input changed");
         messages.push(message);
     }
+    // Whole-file faults and single-record files are refused; the rest predict their good records:
+    // the six bond faults, a huge coordinate and a missing `mol_id` among extended-XYZ frames,
+    // and V3000 COUNTS that disagree in one of four records.
+    assert_eq!((refused, partial), (cases.len() - 9, 9));
     for m in &messages {
         println!("{m}");
     }
@@ -240,7 +324,8 @@ fn flags_and_files_around_the_input_are_checked_before_the_model_runs() {
         message
     };
     let out = s(&output);
-    let flags: [(&str, &str, &[&str]); 7] = [
+    let flags: [(&str, &str, &[&str]); 8] = [
+        ("--threads", "0", &["--threads", "at least 1"]),
         ("--start", "0", &["--start", "1..=1000"]),
         ("--start", "5000", &["--start", "1..=1000"]),
         ("--ddim-steps", "11", &["--ddim-steps", "1..=10", "--start"]),
@@ -417,24 +502,280 @@ fn valid_inputs_round_trip_with_order_ids_and_bonds() {
     // A 1-atom molecule comes back where it was, not at the origin.
     let single = read_extxyz(dir.join("k.extxyz")).unwrap();
     assert!((single[0].pos[0][0] - 1.5).abs() < 1e-6, "{:?}", single[0].pos);
-    // Molecules with elements the model does not know are skipped; the rest predicted.
+    // Molecules with elements the model does not know are skipped; the rest
+    // predicted, and the status says so unless --skip-bad.
     let output = dir.join("bromine.sdf");
-    predict(
-        "with_bromine.sdf",
-        &[
-            "--checkpoint",
-            ckpt.to_str().unwrap(),
-            "--input",
-            fixture("sdf", "with_bromine.sdf").to_str().unwrap(),
-            "--output",
-            output.to_str().unwrap(),
-        ],
-    )
-    .unwrap();
+    let bromine = fixture("sdf", "with_bromine.sdf");
+    let args = [
+        "--checkpoint",
+        ckpt.to_str().unwrap(),
+        "--input",
+        bromine.to_str().unwrap(),
+        "--output",
+        output.to_str().unwrap(),
+    ];
+    let status = predict("with_bromine.sdf", &args).unwrap_err();
+    assert!(
+        status.contains("1 of 3 records") && status.contains("--skip-bad"),
+        "{status}"
+    );
+    let mut skip = args.to_vec();
+    skip.extend(["--skip-bad", "--force"]);
+    predict("with_bromine.sdf --skip-bad", &skip).unwrap();
     let ids: Vec<String> = read_sdf(&output)
         .unwrap()
         .into_iter()
         .map(|r| r.frame.mol_id)
         .collect();
     assert_eq!(ids, ["methanol", "methanol", "formamide", "formamide"]);
+}
+
+/// The `.npz` flags `predict` wrote: `exploded [M, K]`, `flat_input [M]`, `implicit_hydrogens [M]`.
+fn npz_flags(path: &Path) -> (Vec<Vec<bool>>, Vec<bool>, Vec<bool>) {
+    use physcon::ndarray::{Array1, Array2};
+    let mut npz = ndarray_npy::NpzReader::new(std::fs::File::open(path).unwrap()).unwrap();
+    let exploded: Array2<bool> = npz.by_name("exploded").unwrap();
+    let flat: Array1<bool> = npz.by_name("flat_input").unwrap();
+    let implicit: Array1<bool> = npz.by_name("implicit_hydrogens").unwrap();
+    (
+        exploded.outer_iter().map(|r| r.to_vec()).collect(),
+        flat.to_vec(),
+        implicit.to_vec(),
+    )
+}
+
+/// Issue 17's cases, each with its expected outcome: records skipped one by
+/// one with their lines, pseudo-atoms and isotopes, 2D and hydrogen-less
+/// input told apart, exploded and unwritable structures kept out of the
+/// output, a molecule too large for memory refused, Kekulé rings read as the
+/// training data writes them.
+#[test]
+fn users_files_are_predicted_record_by_record_and_findings_named() {
+    tch::set_num_threads(1);
+    let scratch = Scratch::new("users");
+    let dir = &scratch.0;
+    let ckpt = checkpoint(dir, false);
+    let ckpt = ckpt.to_str().unwrap().to_owned();
+    let s = |p: &Path| p.to_str().unwrap().to_owned();
+    let run = |case: &str, input: &Path, output: &str, extra: &[&str]| {
+        let output = dir.join(output);
+        let _ = std::fs::remove_file(&output);
+        let (i, o) = (s(input), s(&output));
+        let mut args = vec!["--checkpoint", &ckpt, "--input", &i, "--output", &o];
+        args.extend_from_slice(extra);
+        predict_report(case, &args)
+    };
+
+    // A 30-record file with 3 bad records: 27 predicted, all 3 named by line.
+    let thirty = corpus("three_bad_of_30.sdf");
+    let (report, status) = run("three_bad_of_30", &thirty, "30.sdf", &[]).unwrap();
+    assert_eq!(report.written, 27 * 2);
+    assert_eq!(report.skipped.len(), 3, "{:?}", report.skipped);
+    for (line, words) in [(206, "not an atom number"), (504, "x.xxxx"), (745, "M  END")] {
+        assert_skipped(&report, &format!("three_bad_of_30.sdf:{line}:"), words);
+    }
+    let status = status.unwrap_err();
+    assert!(
+        status.contains("3 of 30 records") && status.contains("--skip-bad"),
+        "{status}"
+    );
+    assert_eq!(read_sdf(dir.join("30.sdf")).unwrap().len(), 54);
+    let (_, status) = run("three_bad_of_30 --skip-bad", &thirty, "30.sdf", &["--skip-bad"]).unwrap();
+    status.unwrap();
+    let message = run("three_bad_of_30 --strict", &thirty, "30s.sdf", &["--strict"]).unwrap_err();
+    assert!(
+        message.contains("--strict")
+            && message.contains("three_bad_of_30.sdf:206:")
+            && message.contains("3 such"),
+        "{message}"
+    );
+    assert!(!dir.join("30s.sdf").exists());
+
+    // Pseudo-atoms are skipped like unknown elements, one line each, naming the symbol.
+    let pseudo = corpus("pseudo_atoms.sdf");
+    let (report, status) = run("pseudo_atoms", &pseudo, "p.sdf", &[]).unwrap();
+    assert_eq!(report.written, 2);
+    assert!(status.is_err());
+    for (line, symbol) in [(5, "*"), (33, "R#"), (61, "A"), (89, "Q"), (117, "LP")] {
+        let words = format!("pseudo-atom `{symbol}`");
+        assert_skipped(&report, &format!("pseudo_atoms.sdf:{line}:"), &words);
+    }
+    let message = run("pseudo_atoms --strict", &pseudo, "ps.sdf", &["--strict"]).unwrap_err();
+    assert!(
+        message.contains("pseudo-atom `*`") && message.contains("5 such"),
+        "{message}"
+    );
+
+    // D and T are hydrogen (as RDKit reads them); the output keeps the file's symbols.
+    let isotopes = corpus("deuterium_tritium.sdf");
+    let (report, status) = run("deuterium_tritium", &isotopes, "dt.sdf", &[]).unwrap();
+    status.unwrap();
+    assert!(report.skipped.is_empty() && report.notes.is_empty(), "{report:?}");
+    let written = read_sdf(dir.join("dt.sdf")).unwrap();
+    assert_eq!(written[0].frame.species, [6, 6, 8, 1, 1, 1, 1, 1, 1]);
+    assert_eq!(written[0].atom_symbol(8), Some("D"));
+
+    // 2D and hydrogen-less input are predicted, told per molecule with the way out, and flagged.
+    let npz = dir.join("flags.npz");
+    let flat = corpus("flat_2d.sdf");
+    let (report, status) = run("flat_2d", &flat, "flat.sdf", &["--npz", &s(&npz)]).unwrap();
+    status.unwrap();
+    assert_eq!(report.notes.len(), 1, "{:?}", report.notes);
+    let note = &report.notes[0];
+    for words in [
+        "flat_2d.sdf:1:",
+        "`ethanol-2d`",
+        "flat",
+        "EmbedMolecule",
+        "--generation noise",
+    ] {
+        assert!(note.contains(words), "`{words}` missing: {note}");
+    }
+    assert_eq!(npz_flags(&npz), (vec![vec![false; 2]], vec![true], vec![false]));
+    std::fs::remove_file(&npz).unwrap();
+    // Without the header's code the z coordinates tell; a header that says 3D is believed.
+    let text = std::fs::read_to_string(&flat).unwrap();
+    for (code, note) in [("  ", Some("every z within 0.001 Å")), ("3D", None)] {
+        let variant = dir.join(format!("flat-{}.sdf", code.trim()));
+        std::fs::write(
+            &variant,
+            text.replace("RDKit          2D", &format!("RDKit          {code}")),
+        )
+        .unwrap();
+        let (report, _) = run("flat variant", &variant, "flat-v.sdf", &[]).unwrap();
+        match note {
+            Some(words) => assert!(
+                report.notes.len() == 1 && report.notes[0].contains(words),
+                "{:?}",
+                report.notes
+            ),
+            None => assert!(report.notes.is_empty(), "{:?}", report.notes),
+        }
+    }
+    let heavy = corpus("no_hydrogens.sdf");
+    let (report, status) = run("no_hydrogens", &heavy, "heavy.sdf", &["--npz", &s(&npz)]).unwrap();
+    status.unwrap();
+    assert_eq!(report.notes.len(), 1, "{:?}", report.notes);
+    let note = &report.notes[0];
+    for words in ["no_hydrogens.sdf:1:", "no hydrogen atoms", "Chem.AddHs"] {
+        assert!(note.contains(words), "`{words}` missing: {note}");
+    }
+    assert_eq!(npz_flags(&npz), (vec![vec![false; 2]], vec![false], vec![true]));
+    std::fs::remove_file(&npz).unwrap();
+
+    // A structure that would not fit V2000's columns is left out and named, never written wide.
+    let far = corpus("far_from_origin.sdf");
+    let (report, status) = run("far_from_origin", &far, "far.sdf", &[]).unwrap();
+    assert_eq!(report.written, 2, "{:?}", report.skipped);
+    assert_eq!(report.skipped.len(), 2);
+    for l in &report.skipped {
+        assert!(
+            l.contains("far_from_origin.sdf:29:") && l.contains("`ethanol-far`") && l.contains("10-column"),
+            "{l}"
+        );
+    }
+    assert!(status.unwrap_err().contains("--skip-bad"));
+    let text = std::fs::read_to_string(dir.join("far.sdf")).unwrap();
+    assert!(!text.contains("ethanol-far"));
+
+    // Exploded structures: skipped by name and sample, flagged in the .npz, kept out of the output.
+    let exploding = broken_checkpoint(dir, "exploding", "eps2.bias", 1e6);
+    let mix = corpus("exploding_mix.extxyz");
+    let (i, o, n) = (s(&mix), s(&dir.join("mix.extxyz")), s(&npz));
+    let args = [
+        "--checkpoint",
+        exploding.to_str().unwrap(),
+        "--input",
+        &i,
+        "--output",
+        &o,
+        "--npz",
+        &n,
+        "--generation",
+        "noise",
+    ];
+    let (report, status) = predict_report("exploding_mix", &args).unwrap();
+    assert_eq!(report.written, 2, "{:?}", report.skipped);
+    assert_eq!(report.skipped.len(), 2, "{:?}", report.skipped);
+    for (k, l) in report.skipped.iter().enumerate() {
+        for words in [
+            "exploding_mix.extxyz:1:".to_owned(),
+            "`nci-04846`".to_owned(),
+            format!("sample {k}"),
+            "exploded".to_owned(),
+            "--generation".to_owned(),
+        ] {
+            assert!(l.contains(&words), "`{words}` missing: {l}");
+        }
+    }
+    assert!(status.unwrap_err().contains("--skip-bad"));
+    let written = read_extxyz(dir.join("mix.extxyz")).unwrap();
+    assert!(written.iter().all(|f| f.mol_id == "chloride"));
+    assert_eq!(
+        npz_flags(&npz),
+        (
+            vec![vec![true; 2], vec![false; 2]],
+            vec![false; 2],
+            vec![false; 2]
+        )
+    );
+    // The same on SDF: every structure exploded, so nothing is written, and the message names the record.
+    let sdf = fixture("sdf", "rdkit_small.sdf");
+    let (i, o) = (s(&sdf), s(&dir.join("boom.sdf")));
+    let mut args = args.to_vec();
+    args[3] = &i;
+    args[5] = &o;
+    args.truncate(6);
+    args.extend(["--generation", "noise"]);
+    let message = predict_report("exploding sdf", &args).unwrap_err();
+    for words in [
+        "rdkit_small.sdf:1:",
+        "`ethanol`",
+        "sample 0",
+        "exploded",
+        "--generation",
+    ] {
+        assert!(message.contains(words), "`{words}` missing: {message}");
+    }
+    assert!(!dir.join("boom.sdf").exists());
+
+    // A molecule too large for memory is refused by name, atom count and limit; no panic.
+    let big = dir.join("big.extxyz");
+    let mut text = String::from("10001\nProperties=species:S:1:pos:R:3 mol_id=huge\n");
+    for a in 0..10_001 {
+        text += &format!(
+            "C {} {} {}\n",
+            (a % 100) as f64 * 1.5,
+            (a / 100) as f64 * 1.5,
+            0.1 * (a % 7) as f64
+        );
+    }
+    std::fs::write(&big, text).unwrap();
+    let message = run("10001 atoms", &big, "big-out.extxyz", &[]).unwrap_err();
+    for words in ["big.extxyz:1:", "`huge`", "10001 atoms", "at most 512"] {
+        assert!(message.contains(words), "`{words}` missing: {message}");
+    }
+    assert!(!dir.join("big-out.extxyz").exists());
+
+    // Kekulé and aromatic notation of one ring give the same structure, and predict says it read them so.
+    let relax = ["--generation", "relax", "--samples", "1"];
+    let mut summaries = Vec::new();
+    for (fixture, output) in [("kekule_ring.sdf", "k.sdf"), ("aromatic_ring.sdf", "a.sdf")] {
+        let (report, status) = run(fixture, &corpus(fixture), output, &relax).unwrap();
+        status.unwrap();
+        summaries.push(report.summary);
+    }
+    let (k, a) = (
+        read_sdf(dir.join("k.sdf")).unwrap(),
+        read_sdf(dir.join("a.sdf")).unwrap(),
+    );
+    assert_eq!(k[0].frame.pos, a[0].frame.pos);
+    assert!(
+        summaries[0].contains("read 6 bonds of Kekulé-written aromatic rings"),
+        "{}",
+        summaries[0]
+    );
+    assert!(!summaries[1].contains("Kekulé"), "{}", summaries[1]);
+    // The output keeps the file's own (Kekulé) bonds.
+    assert!(k[0].frame.bonds.iter().all(|b| b.2 != 4));
 }

@@ -215,3 +215,15 @@ fn the_library_has_no_import_circle() {
     let check: Vec<&String> = g["check"].iter().collect();
     assert_eq!(check, ["error"], "check imports {check:?}");
 }
+
+#[test]
+fn the_example_has_no_import_circle() {
+    let g = graph(&repo().join("examples/two_stage/src"));
+    assert!(g.contains_key("cli") && g.contains_key("generation"), "{g:?}");
+    assert_eq!(circles(&g), Vec::<Vec<String>>::new(), "{g:#?}");
+    // The readers, writers and checks of users' files take the generation flags from
+    // `generation`, never from the command line that calls them.
+    for module in ["io", "checks", "eval"] {
+        assert!(!g[module].contains("cli"), "{module} imports cli");
+    }
+}

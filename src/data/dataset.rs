@@ -7,7 +7,8 @@ use tch::{Device, Kind, Tensor};
 use crate::batch::{MolBatch, Molecule};
 use crate::check;
 use crate::convert;
-use crate::data::extxyz::{read_extxyz, Frame};
+use crate::data::extxyz::read_extxyz;
+use crate::data::frame::Frame;
 use crate::error::{Error, ParseError, Result};
 
 /// Frames with consistent molecules: every frame of one `mol_id` has the same species in the same order.

@@ -1,4 +1,5 @@
-//! Molecular data: extended-XYZ I/O and datasets of labelled frames.
+//! Molecular data: frames, their files (extended XYZ, SDF/MOL; `files` holds
+//! what both formats share: gzip, limits, atomic writes) and datasets of labelled frames.
 //!
 //! A frame is one structure of one molecule (`mol_id`) at one level of theory,
 //! with optional energy and force labels. Labels that are absent stay absent:
@@ -7,14 +8,15 @@
 mod dataset;
 mod elements;
 mod extxyz;
+mod files;
+mod frame;
 mod sdf;
 
 pub use dataset::{shuffled_indices, splitmix64, Dataset, LabelledBatch, Splits};
 pub use elements::{atomic_number, symbol};
-pub use extxyz::{
-    format_extxyz, parse_extxyz, parse_extxyz_frames, read_extxyz, read_text, write_atomic, write_extxyz,
-    write_text, Frame, MAX_TEXT_BYTES,
-};
+pub use extxyz::{format_extxyz, parse_extxyz, parse_extxyz_frames, read_extxyz, write_extxyz};
+pub use files::{read_text, write_atomic, write_text, MAX_TEXT_BYTES};
+pub use frame::Frame;
 pub use sdf::{
     format_sdf, is_pseudo_atom, parse_sdf, parse_sdf_records, read_sdf, write_sdf, SdfRecord,
     V2000_COORDINATE_WIDTH,

@@ -11,7 +11,8 @@ use std::path::Path;
 
 use crate::data::elements::atomic_number;
 use crate::data::excerpt;
-use crate::data::extxyz::{read_text, write_text, Frame};
+use crate::data::files::{read_text, write_text};
+use crate::data::frame::Frame;
 use crate::error::{Error, ParseError, Result};
 
 /// Columns of a V2000 atom line's coordinate field (`%10.4f`).

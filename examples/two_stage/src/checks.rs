@@ -10,7 +10,7 @@ use std::ops::Range;
 
 use physcon::data::{excerpt, symbol};
 
-use crate::cli::GenerationName;
+use crate::generation::GenerationName;
 use crate::io::{Input, InputMolecule};
 
 /// Directed atom pairs (`n (n - 1)` per molecule) in one batch at most. The

@@ -14,11 +14,6 @@ use physcon::data::{
 use physcon::{Error, ParseError, Result};
 
 use crate::aromatic::aromatize;
-use crate::cli::{GenArgs, GenerationName};
-
-/// The most structures per molecule `--samples` may ask for: they are held in
-/// memory until the output is written whole.
-pub const MAX_SAMPLES: i64 = 1000;
 
 /// The largest |coordinate| (Å) taken from a file. The model computes in f32,
 /// where squared distances of larger values lose all precision (and 1e39 is
@@ -307,75 +302,6 @@ impl Input {
 
 fn flag(arg: &'static str, reason: String) -> Error {
     Error::InvalidArgument { arg, reason }
-}
-
-/// Refuses generation settings the schedule (or FIRE) cannot run, naming the flag and its range.
-///
-/// # Errors
-/// [`Error::InvalidArgument`] naming `--samples` (also when above 1 for a
-/// deterministic generation), `--start`, `--ddim-steps`, `--fmax` or `--max-steps`.
-pub fn check_generation(gen: &GenArgs, diffusion_steps: i64) -> Result<()> {
-    check_samples(gen.samples())?;
-    if gen.generation().is_deterministic() && gen.samples() > 1 {
-        return Err(flag(
-            "--samples",
-            format!(
-                "`--generation {}` draws no noise, so all {} samples would be the same structure; \
-                 leave --samples out, or use `--generation refine` for several samples",
-                gen.generation.name(),
-                gen.samples()
-            ),
-        ));
-    }
-    let (top, what) = match gen.generation {
-        GenerationName::Refine | GenerationName::Relax => {
-            if !(1..=diffusion_steps).contains(&gen.start) {
-                return Err(flag(
-                    "--start",
-                    format!(
-                        "must lie in 1..={diffusion_steps} (the checkpoint's diffusion steps), got {}",
-                        gen.start
-                    ),
-                ));
-            }
-            (gen.start, "--start")
-        }
-        GenerationName::Noise => (diffusion_steps, "the checkpoint's diffusion steps"),
-        GenerationName::Fire => {
-            if !(gen.fmax.is_finite() && gen.fmax > 0.0) {
-                return Err(flag(
-                    "--fmax",
-                    format!("must be positive (eV/Å), got {}", gen.fmax),
-                ));
-            }
-            if gen.max_steps == 0 {
-                return Err(flag("--max-steps", "must be at least 1".into()));
-            }
-            return Ok(());
-        }
-    };
-    if !(1..=top).contains(&gen.ddim_steps) {
-        return Err(flag(
-            "--ddim-steps",
-            format!("must lie in 1..={top} ({what}), got {}", gen.ddim_steps),
-        ));
-    }
-    Ok(())
-}
-
-/// Refuses a `--samples` outside 1..=[`MAX_SAMPLES`].
-///
-/// # Errors
-/// [`Error::InvalidArgument`] (`--samples`).
-pub fn check_samples(samples: i64) -> Result<()> {
-    if (1..=MAX_SAMPLES).contains(&samples) {
-        Ok(())
-    } else {
-        Err(flag(
-            "--samples",
-            format!("must lie in 1..={MAX_SAMPLES}, got {samples}"),
-        ))
-    }
 }
 
 /// Refuses an output file (`arg`: `--output` or `--npz`) that would replace

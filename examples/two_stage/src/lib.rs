@@ -40,6 +40,7 @@ pub mod checks;
 pub mod cli;
 pub mod data;
 pub mod eval;
+pub mod generation;
 pub mod io;
 pub mod log;
 pub mod model;

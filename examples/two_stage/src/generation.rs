@@ -1,0 +1,166 @@
+//! How structures are generated: the `--generation` flags that `train`,
+//! `evaluate` and `predict` share, and their checks, next to the flags
+//! themselves (the readers and writers of `io` and the checks of `checks`
+//! import them from here, not from the command line).
+
+use physcon::{Error, Result};
+
+use crate::eval::Generation;
+use crate::relax::Fire;
+
+/// The most structures per molecule `--samples` may ask for: they are held in
+/// memory until the output is written whole.
+pub const MAX_SAMPLES: i64 = 1000;
+
+#[derive(Clone, Copy, clap::ValueEnum, PartialEq)]
+pub enum GenerationName {
+    /// Take the input (cheap) structure as the --start state without adding noise, then
+    /// DDIM to 0 (deterministic: one sample is all it has).
+    Relax,
+    /// Noise the input structure to --start, then DDIM.
+    Refine,
+    /// Generate from pure noise.
+    Noise,
+    /// No structure model: relax the input structure on the energy model with FIRE
+    /// (--fmax, --max-steps); the reference the structure model is measured against.
+    Fire,
+}
+
+impl GenerationName {
+    /// The value `--generation` takes.
+    pub fn name(self) -> &'static str {
+        match self {
+            GenerationName::Relax => "relax",
+            GenerationName::Refine => "refine",
+            GenerationName::Noise => "noise",
+            GenerationName::Fire => "fire",
+        }
+    }
+}
+
+/// How structures are generated.
+#[derive(clap::Args, Clone)]
+pub struct GenArgs {
+    /// Structures generated per molecule (default 1 for the deterministic relax and fire, 4 otherwise).
+    #[arg(long)]
+    pub samples: Option<i64>,
+    /// How structures are generated.
+    #[arg(long, value_enum, default_value_t = GenerationName::Relax)]
+    pub generation: GenerationName,
+    /// Diffusion step the refinement starts from.
+    #[arg(long, default_value_t = 10)]
+    pub start: i64,
+    /// DDIM steps.
+    #[arg(long, default_value_t = 10)]
+    pub ddim_steps: i64,
+    /// FIRE: a molecule is converged when no atomic force exceeds this (eV/Å).
+    #[arg(long, default_value_t = Fire::default().fmax)]
+    pub fmax: f64,
+    /// FIRE: force evaluations at most.
+    #[arg(long, default_value_t = Fire::default().max_steps)]
+    pub max_steps: usize,
+}
+
+impl GenArgs {
+    pub fn generation(&self) -> Generation {
+        match self.generation {
+            GenerationName::Refine => Generation::Refine {
+                start: self.start,
+                steps: self.ddim_steps,
+            },
+            GenerationName::Relax => Generation::Relax {
+                start: self.start,
+                steps: self.ddim_steps,
+            },
+            GenerationName::Noise => Generation::Noise {
+                steps: self.ddim_steps,
+            },
+            GenerationName::Fire => Generation::Fire(Fire {
+                fmax: self.fmax,
+                max_steps: self.max_steps,
+            }),
+        }
+    }
+
+    /// Structures per molecule: `--samples`, or 1 for a deterministic generation and 4 otherwise.
+    pub fn samples(&self) -> i64 {
+        self.samples.unwrap_or(if self.generation().is_deterministic() {
+            1
+        } else {
+            4
+        })
+    }
+}
+
+fn flag(arg: &'static str, reason: String) -> Error {
+    Error::InvalidArgument { arg, reason }
+}
+
+/// Refuses generation settings the schedule (or FIRE) cannot run, naming the flag and its range.
+///
+/// # Errors
+/// [`Error::InvalidArgument`] naming `--samples` (also when above 1 for a
+/// deterministic generation), `--start`, `--ddim-steps`, `--fmax` or `--max-steps`.
+pub fn check_generation(gen: &GenArgs, diffusion_steps: i64) -> Result<()> {
+    check_samples(gen.samples())?;
+    if gen.generation().is_deterministic() && gen.samples() > 1 {
+        return Err(flag(
+            "--samples",
+            format!(
+                "`--generation {}` draws no noise, so all {} samples would be the same structure; \
+                 leave --samples out, or use `--generation refine` for several samples",
+                gen.generation.name(),
+                gen.samples()
+            ),
+        ));
+    }
+    let (top, what) = match gen.generation {
+        GenerationName::Refine | GenerationName::Relax => {
+            if !(1..=diffusion_steps).contains(&gen.start) {
+                return Err(flag(
+                    "--start",
+                    format!(
+                        "must lie in 1..={diffusion_steps} (the checkpoint's diffusion steps), got {}",
+                        gen.start
+                    ),
+                ));
+            }
+            (gen.start, "--start")
+        }
+        GenerationName::Noise => (diffusion_steps, "the checkpoint's diffusion steps"),
+        GenerationName::Fire => {
+            if !(gen.fmax.is_finite() && gen.fmax > 0.0) {
+                return Err(flag(
+                    "--fmax",
+                    format!("must be positive (eV/Å), got {}", gen.fmax),
+                ));
+            }
+            if gen.max_steps == 0 {
+                return Err(flag("--max-steps", "must be at least 1".into()));
+            }
+            return Ok(());
+        }
+    };
+    if !(1..=top).contains(&gen.ddim_steps) {
+        return Err(flag(
+            "--ddim-steps",
+            format!("must lie in 1..={top} ({what}), got {}", gen.ddim_steps),
+        ));
+    }
+    Ok(())
+}
+
+/// Refuses a `--samples` outside 1..=[`MAX_SAMPLES`].
+///
+/// # Errors
+/// [`Error::InvalidArgument`] (`--samples`).
+pub fn check_samples(samples: i64) -> Result<()> {
+    if (1..=MAX_SAMPLES).contains(&samples) {
+        Ok(())
+    } else {
+        Err(flag(
+            "--samples",
+            format!("must lie in 1..={MAX_SAMPLES}, got {samples}"),
+        ))
+    }
+}

@@ -326,7 +326,7 @@ fn measure(data: &TrainData, batch_size: usize, threads: i32, args: &Args) -> Re
     let params = t.vs().trainable_variables();
     let objective = t.objective();
     let time = |f: &mut dyn FnMut() -> Result<()>| common::time_reps(f, 2, args.reps, args.min_seconds, 200);
-    let prep = time(&mut || t.batches(&weights, data, Kind::Float).map(|_| ()))?;
+    let prep = time(&mut || Ok(t.batches(&weights, data, Kind::Float).map(|_| ())?))?;
     let p = t.batches(&weights, data, Kind::Float)?;
     let (o, g2) = offeq(&p)?;
     tch::manual_seed(0);

@@ -9,8 +9,8 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
+use crate::{Error, Result};
 use physcon::data::write_atomic;
-use physcon::{Error, Result};
 use safetensors::tensor::{Dtype, SafeTensors, View};
 use serde::{Deserialize, Serialize};
 use tch::nn::VarStore;
@@ -53,16 +53,16 @@ impl CheckpointMeta {
     /// Reads [`CheckpointMeta::to_text`]'s TOML back, the settings validated.
     ///
     /// # Errors
-    /// [`Error::InvalidArgument`] naming the line of a bad, unknown or missing
+    /// [`Error::Invalid`] naming the line of a bad, unknown or missing
     /// key, an element set other than the model's, or a setting out of range.
     pub fn from_text(text: &str) -> Result<Self> {
-        let meta: MetaText = toml::from_str(text).map_err(|e| Error::InvalidArgument {
-            arg: "checkpoint",
+        let meta: MetaText = toml::from_str(text).map_err(|e| Error::Invalid {
+            name: "checkpoint",
             reason: e.to_string(),
         })?;
         if meta.elements != ELEMENTS {
-            return Err(Error::InvalidArgument {
-                arg: "checkpoint",
+            return Err(Error::Invalid {
+                name: "checkpoint",
                 reason: format!(
                     "written for elements {:?}, the model knows {ELEMENTS:?}",
                     meta.elements
@@ -129,10 +129,11 @@ impl View for &Bytes {
     }
 }
 
+/// A checkpoint that cannot be used, and why (damaged, of other settings, ...).
 fn corrupt(path: &Path, what: &str) -> Error {
-    Error::InvalidArgument {
-        arg: "checkpoint",
-        reason: format!("{}: {what}", path.display()),
+    Error::File {
+        path: path.to_owned(),
+        reason: what.to_owned(),
     }
 }
 
@@ -150,7 +151,7 @@ pub fn save(path: &Path, vs: &VarStore, adam: &Adam, meta: &CheckpointMeta) -> R
     let info = HashMap::from([(META_KEY.to_owned(), meta.to_text())]);
     let bytes = safetensors::tensor::serialize(named.iter().map(|(k, b)| (k.as_str(), b)), &Some(info))
         .map_err(|e| corrupt(path, &format!("cannot serialise ({e})")))?;
-    write_atomic(path, &bytes)
+    Ok(write_atomic(path, &bytes)?)
 }
 
 /// A checkpoint read back: its metadata and tensors.
@@ -164,7 +165,7 @@ impl Checkpoint {
     /// Reads a checkpoint written by [`save`].
     ///
     /// # Errors
-    /// [`Error::Io`] for a missing file; [`Error::InvalidArgument`] (`checkpoint`)
+    /// [`Error::Io`] for a missing file; [`Error::File`]
     /// for one that is not a safetensors file or not a two_stage checkpoint.
     pub fn read(path: &Path) -> Result<Self> {
         let bytes = std::fs::read(path).map_err(|source| Error::Io {
@@ -196,7 +197,7 @@ impl Checkpoint {
     /// Refuses a checkpoint trained with other settings than `expected`, naming the first that differs.
     ///
     /// # Errors
-    /// [`Error::InvalidArgument`] (`checkpoint`).
+    /// [`Error::File`] naming the checkpoint.
     pub fn check_settings(&self, expected: &Settings) -> Result<()> {
         match self.meta.settings.first_difference(expected) {
             None => Ok(()),

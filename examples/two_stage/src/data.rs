@@ -4,8 +4,9 @@
 //! (seed, epoch), so any step's batch is known without replaying the ones
 //! before it, which is what lets a resumed run continue exactly.
 
+use crate::{Error, Result};
 use physcon::data::{splitmix64, Dataset, LabelledBatch};
-use physcon::{AtomicReferences, Error, Result};
+use physcon::AtomicReferences;
 use tch::{Device, Kind};
 
 use crate::model::Graph;
@@ -24,8 +25,8 @@ impl TrainData {
             offeq: train.with_level("xtb-perturbed"),
         };
         if data.structures.is_empty() {
-            return Err(Error::InvalidArgument {
-                arg: "data",
+            return Err(Error::Invalid {
+                name: "data",
                 reason: "the training split has no `mmff` frames".into(),
             });
         }
@@ -36,12 +37,12 @@ impl TrainData {
     /// no off-equilibrium frames to train them on (they would be dropped silently).
     ///
     /// # Errors
-    /// [`Error::InvalidArgument`] naming the stage and the terms.
+    /// [`Error::Invalid`] naming the stage and the terms.
     pub fn check_plan(&self, plan: &TrainingPlan) -> Result<()> {
         for (stage, weights) in [("stage1", &plan.stage1), ("stage2", &plan.stage2)] {
             if weights.uses_offeq() && self.offeq.is_empty() {
-                return Err(Error::InvalidArgument {
-                    arg: stage,
+                return Err(Error::Invalid {
+                    name: stage,
                     reason: format!(
                         "force weight {} and score weight {}: both need `xtb-perturbed` frames, \
                          and the training split has none",
@@ -58,7 +59,7 @@ impl TrainData {
         let frames = self.structures.frames();
         let species: Vec<Vec<i64>> = frames.iter().map(|f| f.species.clone()).collect();
         let energies: Vec<f64> = frames.iter().map(|f| f.energy.unwrap_or(f64::NAN)).collect();
-        AtomicReferences::fit(&species, &energies)
+        Ok(AtomicReferences::fit(&species, &energies)?)
     }
 }
 
@@ -103,8 +104,8 @@ impl StepBatches {
         let g = Graph::new(&structures.batch, kind)?;
         let offeq = if weights.uses_offeq() {
             if data.offeq.is_empty() {
-                return Err(Error::InvalidArgument {
-                    arg: "data",
+                return Err(Error::Invalid {
+                    name: "data",
                     reason: "the step weights forces or score consistency, and there are no `xtb-perturbed` frames"
                         .into(),
                 });

@@ -4,6 +4,7 @@
 
 use std::collections::HashMap;
 
+use crate::{Error, Result};
 use physcon::array::{atom_vectors, molecule_values};
 use physcon::data::{Dataset, Frame, LabelledBatch};
 use physcon::diffusion::{com_free_noise, q_sample, q_sample_with, sample, NoiseSchedule, SamplerConfig};
@@ -11,9 +12,9 @@ use physcon::metrics::{energy_gap, energy_mae, kabsch_rmsd};
 use physcon::ndarray::{
     concatenate, s, Array, Array1, Array2, Array3, ArrayView, ArrayView2, Axis, RemoveAxis,
 };
-use physcon::{Error, Result};
 use tch::{Device, Kind, Tensor};
 
+use crate::batching::batches;
 use crate::model::{Graph, Model};
 use crate::relax::{fire, Fire};
 use crate::teacher::{teacher_accuracy, TeacherAccuracy};
@@ -107,7 +108,7 @@ pub fn generate(
                 SamplerConfig::ddim(steps),
             ),
         };
-        sample(&denoiser, schedule, &g.layout, config, &x)
+        Ok(sample(&denoiser, schedule, &g.layout, config, &x)?)
     };
     let samples = (0..samples)
         .map(|_| tch::no_grad(one))
@@ -173,15 +174,18 @@ impl Structures {
     /// `positions: [K, N, 3]` of the molecules of `frames`, their atoms stacked in order.
     ///
     /// # Errors
-    /// [`Error::Shape`] unless `positions` is `[K, N, 3]` for the frames' N atoms.
+    /// [`Error::Invalid`] unless `positions` is `[K, N, 3]` for the frames' N atoms.
     pub fn new(frames: &[&Frame], positions: Array3<f64>) -> Result<Self> {
         let species: Array1<i64> = frames.iter().flat_map(|f| f.species.iter().copied()).collect();
         let (_, n, three) = positions.dim();
         if n != species.len() || three != 3 {
-            return Err(Error::Shape {
-                arg: "positions",
-                expected: format!("[K, N, 3] with N = {}", species.len()),
-                got: positions.shape().iter().map(|&d| d as i64).collect(),
+            return Err(Error::Invalid {
+                name: "positions",
+                reason: format!(
+                    "expected shape [K, N, 3] with N = {}, got {:?}",
+                    species.len(),
+                    positions.shape()
+                ),
             });
         }
         Ok(Self {
@@ -200,11 +204,11 @@ impl Structures {
     /// molecule, each with the atoms of the first.
     ///
     /// # Errors
-    /// [`Error::InvalidArgument`] when the frames do not come in groups of
+    /// [`Error::Invalid`] when the frames do not come in groups of
     /// `samples` frames of one molecule.
     pub fn from_samples(frames: &[Frame], samples: usize) -> Result<Self> {
-        let bad = |reason: String| Error::InvalidArgument {
-            arg: "frames",
+        let bad = |reason: String| Error::Invalid {
+            name: "frames",
             reason,
         };
         if samples == 0 || frames.len() % samples != 0 {
@@ -330,7 +334,7 @@ pub struct Evaluation {
 /// Scores a model, and the MMFF structures themselves, on a split.
 ///
 /// # Errors
-/// [`Error::InvalidArgument`] for `samples` < 1 or a split without molecules
+/// [`Error::Invalid`] for `samples` < 1 or a split without molecules
 /// that have both `mmff` and `xtb-opt` frames.
 pub fn evaluate(
     model: &Model,
@@ -341,22 +345,25 @@ pub fn evaluate(
     seed: u64,
 ) -> Result<Evaluation> {
     if samples < 1 {
-        return Err(Error::InvalidArgument {
-            arg: "samples",
+        return Err(Error::Invalid {
+            name: "samples",
             reason: "must be at least 1".into(),
         });
     }
     let pairs = pairs(split);
     if pairs.is_empty() {
-        return Err(Error::InvalidArgument {
-            arg: "split",
+        return Err(Error::Invalid {
+            name: "split",
             reason: "no molecule has both `mmff` and `xtb-opt` frames".into(),
         });
     }
     tch::manual_seed(seed as i64);
     let (mut mae_mmff, mut mae_opt) = (Vec::new(), Vec::new());
     let mut parts = Vec::new();
-    for chunk in pairs.chunks(32) {
+    // The batches `predict` makes too: at most 32 molecules and a bounded number of atom pairs.
+    let sizes: Vec<usize> = pairs.iter().map(|p| p.0.num_atoms()).collect();
+    for range in batches(&sizes) {
+        let chunk = &pairs[range];
         let cheap_frames: Vec<&Frame> = chunk.iter().map(|p| &p.0).collect();
         let accurate: Vec<&Frame> = chunk.iter().map(|p| &p.1).collect();
         let cheap = LabelledBatch::from_frames(&cheap_frames, Kind::Float, Device::Cpu)?;
@@ -383,17 +390,17 @@ pub fn evaluate(
         })?;
         let generated = generate(model, &g, cheap.batch.pos(), samples, how, schedule)?.samples;
         // One column per sample: `[B, K]`.
-        let per_sample = |metric: &dyn Fn(&Tensor) -> Result<Tensor>| -> Result<Array2<f64>> {
+        let per_sample = |metric: &dyn Fn(&Tensor) -> physcon::Result<Tensor>| -> Result<Array2<f64>> {
             let columns = generated
                 .iter()
-                .map(|x| molecule_values(&metric(x)?, layout))
+                .map(|x| Ok(molecule_values(&metric(x)?, layout)?))
                 .collect::<Result<Vec<_>>>()?;
             cat(Axis(1), columns.iter().map(|c| c.view().insert_axis(Axis(1))))
         };
         let positions = generated
             .iter()
             .map(|x| atom_vectors(x, layout))
-            .collect::<Result<Vec<_>>>()?;
+            .collect::<physcon::Result<Vec<_>>>()?;
         let e_ref = tch::no_grad(|| model.energy(&g, reference))?;
         parts.push(MoleculeResults {
             generated: Structures::new(

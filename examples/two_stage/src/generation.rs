@@ -3,7 +3,7 @@
 //! themselves (the readers and writers of `io` and the checks of `checks`
 //! import them from here, not from the command line).
 
-use physcon::{Error, Result};
+use crate::error::{flag, Result};
 
 use crate::eval::Generation;
 use crate::relax::Fire;
@@ -92,14 +92,10 @@ impl GenArgs {
     }
 }
 
-fn flag(arg: &'static str, reason: String) -> Error {
-    Error::InvalidArgument { arg, reason }
-}
-
 /// Refuses generation settings the schedule (or FIRE) cannot run, naming the flag and its range.
 ///
 /// # Errors
-/// [`Error::InvalidArgument`] naming `--samples` (also when above 1 for a
+/// [`crate::Error::Flag`] naming `--samples` (also when above 1 for a
 /// deterministic generation), `--start`, `--ddim-steps`, `--fmax` or `--max-steps`.
 pub fn check_generation(gen: &GenArgs, diffusion_steps: i64) -> Result<()> {
     check_samples(gen.samples())?;
@@ -153,7 +149,7 @@ pub fn check_generation(gen: &GenArgs, diffusion_steps: i64) -> Result<()> {
 /// Refuses a `--samples` outside 1..=[`MAX_SAMPLES`].
 ///
 /// # Errors
-/// [`Error::InvalidArgument`] (`--samples`).
+/// [`crate::Error::Flag`] (`--samples`).
 pub fn check_samples(samples: i64) -> Result<()> {
     if (1..=MAX_SAMPLES).contains(&samples) {
         Ok(())

@@ -8,10 +8,10 @@
 
 use std::path::{Path, PathBuf};
 
+use crate::error::{flag, Error, Result};
 use physcon::data::{
     excerpt, format_extxyz, parse_extxyz_frames, parse_sdf_records, read_text, write_text, Frame, SdfRecord,
 };
-use physcon::{Error, ParseError, Result};
 
 use crate::aromatic::aromatize;
 
@@ -46,7 +46,7 @@ impl Format {
     /// first non-blank line (an atom count starts extended XYZ).
     ///
     /// # Errors
-    /// [`Error::Parse`] for a file in a format predict does not read (MOL2,
+    /// [`Error::Line`] for a file in a format predict does not read (MOL2,
     /// PDB, mmCIF, SMILES, ...), told by its name or its content, naming the
     /// formats it does read.
     pub fn of_file(path: &Path, text: &str) -> Result<Self> {
@@ -54,14 +54,14 @@ impl Format {
             .map(|name| (1, name))
             .or_else(|| unsupported_content(text, Self::of_name(path).is_none()));
         if let Some((line, name)) = found {
-            return Err(Error::Parse {
+            return Err(Error::Line {
                 path: path.to_owned(),
                 line,
-                kind: ParseError::Content(format!(
+                reason: format!(
                     "this is {name}, a format predict does not read; it reads {SUPPORTED}. Convert it \
                      first, with explicit hydrogens and 3D coordinates (e.g. `obabel in -O out.sdf -h --gen3d`, \
                      or RDKit: Chem.AddHs, AllChem.EmbedMolecule, Chem.SDWriter)"
-                )),
+                ),
             });
         }
         Ok(Self::of_name(path).unwrap_or_else(|| {
@@ -213,13 +213,13 @@ impl Input {
     /// other records are read.
     ///
     /// # Errors
-    /// [`Error::Io`] for a file that cannot be read; [`Error::Parse`] naming the
+    /// [`Error::Io`] for a file that cannot be read; [`Error::Line`] naming the
     /// file and line for text that is no structure file of a format predict
     /// reads, or no molecules at all.
     pub fn read(path: &Path) -> Result<Self> {
         let text = read_text(path)?;
         let format = Format::of_file(path, &text)?;
-        let records: Vec<(usize, Result<InputMolecule>)> = match format {
+        let records: Vec<(usize, physcon::Result<InputMolecule>)> = match format {
             Format::Sdf => parse_sdf_records(&text, path)
                 .into_iter()
                 .map(|(line, r)| {
@@ -239,15 +239,15 @@ impl Input {
                 })
                 .collect(),
         };
-        let fail = |line: usize, kind: ParseError| Error::Parse {
+        let fail = |line: usize, reason: String| Error::Line {
             path: path.to_owned(),
             line,
-            kind,
+            reason,
         };
         if records.is_empty() {
             return Err(fail(
                 1,
-                ParseError::Content(format!(
+                format!(
                     "no molecules ({}): nothing to predict",
                     if text.is_empty() {
                         "the file is empty".to_owned()
@@ -256,24 +256,21 @@ impl Input {
                     } else {
                         format!("read as {}", format.name())
                     }
-                )),
+                ),
             ));
         }
         let check = |m: InputMolecule| -> Result<InputMolecule> {
             let id = excerpt(&m.frame.mol_id);
             if m.frame.species.is_empty() {
-                return Err(fail(
-                    m.line,
-                    ParseError::Record(format!("molecule `{id}` has no atoms")),
-                ));
+                return Err(fail(m.line, format!("molecule `{id}` has no atoms")));
             }
             for (a, p) in m.frame.pos.iter().enumerate() {
                 if let Some(x) = p.iter().find(|x| x.abs() > MAX_COORDINATE) {
                     return Err(fail(
                         m.atom_lines[a],
-                        ParseError::Record(format!(
+                        format!(
                             "molecule `{id}`: coordinate {x:e} Å is out of range (|x| ≤ {MAX_COORDINATE:e} Å; the model computes in f32)"
-                        )),
+                        ),
                     ));
                 }
             }
@@ -281,7 +278,7 @@ impl Input {
         };
         let (mut molecules, mut rejected) = (Vec::new(), Vec::new());
         for (line, record) in records {
-            match record.and_then(check) {
+            match record.map_err(Error::from).and_then(check) {
                 Ok(m) => molecules.push(m),
                 Err(error) => rejected.push(Rejected { line, error }),
             }
@@ -300,16 +297,12 @@ impl Input {
     }
 }
 
-fn flag(arg: &'static str, reason: String) -> Error {
-    Error::InvalidArgument { arg, reason }
-}
-
 /// Refuses an output file (`arg`: `--output` or `--npz`) that would replace
 /// the input or an existing file (unless `force`), that names a folder, or
 /// that lies in a folder that does not exist.
 ///
 /// # Errors
-/// [`Error::InvalidArgument`] naming `arg`.
+/// [`Error::Flag`] naming `arg`.
 pub fn check_output(arg: &'static str, input: &Path, output: &Path, force: bool) -> Result<()> {
     let shown = output.display();
     if output.is_dir() {
@@ -345,7 +338,7 @@ pub fn check_output(arg: &'static str, input: &Path, output: &Path, force: bool)
 /// Refuses an `--output` whose name announces another format than the input's.
 ///
 /// # Errors
-/// [`Error::InvalidArgument`] (`--output`).
+/// [`Error::Flag`] (`--output`).
 pub fn check_output_format(output: &Path, input: &Input) -> Result<()> {
     if let Some(name) = unsupported_name(output) {
         return Err(flag(
@@ -406,7 +399,7 @@ pub struct Prediction {
 pub fn unwritable(m: &InputMolecule, pos: &[[f64; 3]]) -> Option<String> {
     let e = m.record.as_ref()?.with_positions(pos).err()?;
     let reason = match e {
-        Error::InvalidArgument { reason, .. } => reason,
+        physcon::Error::InvalidArgument { reason, .. } => reason,
         e => e.to_string(),
     };
     Some(format!(
@@ -457,5 +450,5 @@ pub fn write_predictions(path: &Path, input: &Input, predictions: &[&Prediction]
             text
         }
     };
-    write_text(path, &text)
+    Ok(write_text(path, &text)?)
 }

@@ -17,6 +17,7 @@
 //! The parts, in the order a training step uses them:
 //!
 //! - [`plan`]: the two stages' loss terms, weights and learning rate;
+//! - [`error`]: the example's errors, naming flags, settings and files;
 //! - [`settings`]: presets and overrides, and their `key = value` text;
 //! - [`model`]: the reference model (shared encoder, energy and eps heads);
 //! - [`data`]: the training frames and the batches of each step;
@@ -35,10 +36,12 @@
 //! - [`npz`]: `predict`'s and `evaluate`'s results as NumPy `.npz` files.
 
 pub mod aromatic;
+pub mod batching;
 pub mod checkpoint;
 pub mod checks;
 pub mod cli;
 pub mod data;
+pub mod error;
 pub mod eval;
 pub mod generation;
 pub mod io;
@@ -64,3 +67,5 @@ use physcon::testing::rng_lock;
 fn repo_root() -> std::path::PathBuf {
     std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
+
+pub use error::{Error, Result};

@@ -4,9 +4,9 @@ use std::fs::File;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
+use crate::{Error, Result};
 use physcon::data::write_atomic;
 use physcon::losses::LossTerms;
-use physcon::{Error, Result};
 
 use crate::checkpoint::Checkpoint;
 use crate::objective::Arm;
@@ -127,7 +127,7 @@ pub fn cut_to_checkpoints(path: &Path, out: &Path, stage1_steps: u64) -> Result<
             kept.push_str(line);
         }
     }
-    write_atomic(path, kept.as_bytes())
+    Ok(write_atomic(path, kept.as_bytes())?)
 }
 
 /// A progress bar over `len` steps of `arm` for `seed`.

@@ -11,8 +11,9 @@
 
 use std::collections::HashMap;
 
+use crate::{Error, Result};
 use physcon::geometry::pairs_within;
-use physcon::{AtomicReferences, BatchLayout, Error, MolBatch, Result};
+use physcon::{AtomicReferences, BatchLayout, MolBatch};
 use tch::nn::{self, Module};
 use tch::{Device, Kind, Tensor};
 
@@ -48,7 +49,7 @@ impl ModelConfig {
     /// Checks the sizes.
     ///
     /// # Errors
-    /// [`Error::InvalidArgument`] naming the first size that is not at least 1,
+    /// [`Error::Invalid`] naming the first size that is not at least 1,
     /// or an `rbf_max` that is not positive and finite.
     pub fn validate(&self) -> Result<()> {
         for (name, value) in [
@@ -57,16 +58,16 @@ impl ModelConfig {
             ("model.rbf", self.rbf),
         ] {
             if value < 1 {
-                return Err(Error::InvalidArgument {
-                    arg: name,
+                return Err(Error::Invalid {
+                    name,
                     reason: format!("must be at least 1, got {value}"),
                 });
             }
         }
         if !(self.rbf_max.is_finite() && self.rbf_max > 0.0) {
-            return Err(Error::NonPositive {
-                arg: "model.rbf_max",
-                value: self.rbf_max,
+            return Err(Error::Invalid {
+                name: "model.rbf_max",
+                reason: format!("must be positive and finite (Å), got {}", self.rbf_max),
             });
         }
         Ok(())
@@ -113,8 +114,8 @@ impl Graph {
                     .iter()
                     .position(|e| e == z)
                     .map(|k| k as i64)
-                    .ok_or_else(|| physcon::Error::InvalidArgument {
-                        arg: "species",
+                    .ok_or_else(|| Error::Invalid {
+                        name: "species",
                         reason: format!("element {z} is not one the model knows ({ELEMENTS:?})"),
                     })
             })
@@ -122,8 +123,8 @@ impl Graph {
         let counts = layout.counts_host();
         let pairs: i64 = counts.iter().map(|&n| n * (n - 1)).sum();
         if pairs > MAX_GRAPH_PAIRS {
-            return Err(physcon::Error::InvalidArgument {
-                arg: "batch",
+            return Err(Error::Invalid {
+                name: "batch",
                 reason: format!(
                     "{pairs} atom pairs (largest molecule: {} atoms) is more than the {MAX_GRAPH_PAIRS} \
                      a graph holds: every two atoms of a molecule are paired, and the pairs' features \
@@ -295,7 +296,7 @@ impl Model {
     ///
     /// # Errors
     /// Positions that do not fit the graph's layout.
-    pub fn energy(&self, g: &Graph, pos: &Tensor) -> Result<Tensor> {
+    pub fn energy(&self, g: &Graph, pos: &Tensor) -> physcon::Result<Tensor> {
         let zero_time = Tensor::zeros([g.layout.num_molecules()], (pos.kind(), pos.device()));
         let e = self.encode(g, pos, &zero_time);
         let atomic = self
@@ -310,7 +311,7 @@ impl Model {
     ///
     /// # Errors
     /// Positions that do not fit the graph's layout.
-    pub fn eps(&self, g: &Graph, x_t: &Tensor, t: &Tensor) -> Result<Tensor> {
+    pub fn eps(&self, g: &Graph, x_t: &Tensor, t: &Tensor) -> physcon::Result<Tensor> {
         let t_fraction = t.to_kind(x_t.kind()) / self.steps as f64;
         let e = self.encode(g, x_t, &t_fraction);
         let w = self.eps2.forward(&self.eps1.forward(&e.message).silu());
@@ -320,12 +321,12 @@ impl Model {
     }
 
     /// The energy head as a physcon [`physcon::EnergyModel`] over one graph.
-    pub fn energy_model<'a>(&'a self, g: &'a Graph) -> impl Fn(&Tensor) -> Result<Tensor> + 'a {
+    pub fn energy_model<'a>(&'a self, g: &'a Graph) -> impl Fn(&Tensor) -> physcon::Result<Tensor> + 'a {
         move |pos: &Tensor| self.energy(g, pos)
     }
 
     /// The eps head as a physcon [`physcon::diffusion::Denoiser`] over one graph.
-    pub fn denoiser<'a>(&'a self, g: &'a Graph) -> impl Fn(&Tensor, &Tensor) -> Result<Tensor> + 'a {
+    pub fn denoiser<'a>(&'a self, g: &'a Graph) -> impl Fn(&Tensor, &Tensor) -> physcon::Result<Tensor> + 'a {
         move |x: &Tensor, t: &Tensor| self.eps(g, x, t)
     }
 }
@@ -370,7 +371,10 @@ mod tests {
         };
         let batch = MolBatch::from_molecules(&[big(2049)], Kind::Float, Device::Cpu).unwrap();
         match Graph::new(&batch, Kind::Float) {
-            Err(physcon::Error::InvalidArgument { arg: "batch", reason }) => {
+            Err(Error::Invalid {
+                name: "batch",
+                reason,
+            }) => {
                 assert!(
                     reason.contains("4196352 atom pairs") && reason.contains("2049 atoms"),
                     "{reason}"
@@ -459,8 +463,9 @@ mod tests {
     fn energy_passes_the_model_check() {
         let (_rng, _vs, model) = model();
         let (batch, _, _) = batches();
-        let energy =
-            |b: &MolBatch| -> Result<Tensor> { model.energy(&Graph::new(b, Kind::Double)?, b.pos()) };
+        let energy = |b: &MolBatch| -> physcon::Result<Tensor> {
+            model.energy(&Graph::new(b, Kind::Double)?, b.pos())
+        };
         let report = check_energy_model(&energy, &batch, &ModelCheck::default()).unwrap();
         assert!(report.passed(), "{report}");
     }
@@ -472,7 +477,7 @@ mod tests {
         let batch = MolBatch::from_molecules(&[frame.molecule()], Kind::Float, Device::Cpu).unwrap();
         assert!(matches!(
             Graph::new(&batch, Kind::Float),
-            Err(physcon::Error::InvalidArgument { arg: "species", .. })
+            Err(Error::Invalid { name: "species", .. })
         ));
     }
 }

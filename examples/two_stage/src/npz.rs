@@ -33,13 +33,13 @@
 use std::io::{Cursor, Read, Seek, Write};
 use std::path::Path;
 
+use crate::{Error, Result};
 use ndarray_npy::{
     NpzReader, NpzWriter, ReadDataError, ReadableElement, WritableElement, WriteDataError, WriteNpzError,
 };
 use physcon::data::write_atomic;
 use physcon::data::Frame;
 use physcon::ndarray::{Array1, Array2};
-use physcon::{Error, Result};
 use py_literal::Value as PyValue;
 
 use crate::checks::Screened;
@@ -49,7 +49,7 @@ use crate::io::{Input, Prediction};
 /// Writes structures alone (the keys `mol_id`, `species`, `batch`, `positions`) to `path`, atomically.
 ///
 /// # Errors
-/// [`Error::InvalidArgument`] for a `mol_id` longer than 256 characters;
+/// [`Error::Invalid`] for a `mol_id` longer than 256 characters;
 /// [`Error::Io`] for the archive or the file system.
 pub fn write_structures(path: &Path, structures: &Structures) -> Result<()> {
     write_npz(path, structures, |_| Ok(()))
@@ -60,7 +60,7 @@ pub fn write_structures(path: &Path, structures: &Structures) -> Result<()> {
 /// findings about each as flags.
 ///
 /// # Errors
-/// [`Error::InvalidArgument`] for a `mol_id` longer than 256 characters;
+/// [`Error::Invalid`] for a `mol_id` longer than 256 characters;
 /// [`Error::Io`] for the archive or the file system.
 pub fn write_predictions(
     path: &Path,
@@ -107,7 +107,7 @@ pub fn write_evaluation(path: &Path, results: &MoleculeResults) -> Result<()> {
 /// Reads the `mol_id` array of an `.npz` file written here.
 ///
 /// # Errors
-/// [`Error::InvalidArgument`] when the file has no `mol_id` of a width written here.
+/// [`Error::Invalid`] when the file has no `mol_id` of a width written here.
 pub fn read_mol_ids<R: Read + Seek>(npz: &mut NpzReader<R>) -> Result<Vec<String>> {
     fn read<const W: usize, R: Read + Seek>(npz: &mut NpzReader<R>) -> Option<Vec<String>> {
         let ids: Array1<Unicode<W>> = npz.by_name("mol_id").ok()?;
@@ -116,8 +116,8 @@ pub fn read_mol_ids<R: Read + Seek>(npz: &mut NpzReader<R>) -> Result<Vec<String
     read::<16, R>(npz)
         .or_else(|| read::<64, R>(npz))
         .or_else(|| read::<256, R>(npz))
-        .ok_or_else(|| Error::InvalidArgument {
-            arg: "npz",
+        .ok_or_else(|| Error::Invalid {
+            name: "npz",
             reason: "no `mol_id` array of dtype <U16, <U64 or <U256".into(),
         })
 }
@@ -140,8 +140,8 @@ fn write_npz(
     }
     let longest = s.mol_ids.iter().map(|id| id.chars().count()).max().unwrap_or(0);
     if longest > 256 {
-        return Err(Error::InvalidArgument {
-            arg: "mol_id",
+        return Err(Error::Invalid {
+            name: "mol_id",
             reason: format!("{longest} characters; the .npz output holds at most 256"),
         });
     }
@@ -162,7 +162,7 @@ fn write_npz(
             source: std::io::Error::other(e),
         })?
         .into_inner();
-    write_atomic(path, &bytes)
+    Ok(write_atomic(path, &bytes)?)
 }
 
 /// A string as NumPy's fixed-width unicode `<U{W}`: UTF-32LE code points, NUL-padded.

@@ -6,13 +6,14 @@
 //! Every stochastic term draws its steps and noise from libtorch's generator in
 //! a fixed order, so a step is reproducible from the generator's seed.
 
+use crate::{Error, Result};
 use physcon::data::LabelledBatch;
 use physcon::diffusion::{q_sample, x0_from_eps, NoiseSchedule, Noised};
 use physcon::losses::{
     DenoisingLoss, EnergyDescentLoss, EnergyLoss, EnergyMetric, ForceLoss, Forces, LossTerms,
     ScoreConsistency, StationarityLoss,
 };
-use physcon::{energy_and_forces, EnergyModel, Error, Result};
+use physcon::{energy_and_forces, EnergyModel};
 use tch::{Device, Kind, Tensor};
 
 use crate::data::StepBatches;
@@ -107,13 +108,13 @@ impl Arm {
     /// The arm called `name`.
     ///
     /// # Errors
-    /// [`Error::InvalidArgument`] for a name no arm has.
+    /// [`Error::Invalid`] for a name no arm has.
     pub fn from_name(name: &str) -> Result<Self> {
         Self::ALL
             .into_iter()
             .find(|a| a.name() == name)
-            .ok_or_else(|| Error::InvalidArgument {
-                arg: "arm",
+            .ok_or_else(|| Error::Invalid {
+                name: "arm",
                 reason: format!("unknown arm `{name}` ({})", Self::ALL.map(Arm::name).join(", ")),
             })
     }
@@ -178,7 +179,7 @@ impl Losses {
     /// consistency loss with the default flow (`ToStructure`).
     ///
     /// # Errors
-    /// [`Error::NonPositive`] for a `kt` that is not positive and finite.
+    /// [`Error::Physcon`] (the library's `NonPositive`) for a `kt` that is not positive and finite.
     pub fn new(settings: &Settings) -> Result<Self> {
         Ok(Self {
             energy: EnergyLoss::new(EnergyMetric::Mse)?.per_atom(true),
@@ -334,8 +335,8 @@ impl Objective<'_> {
             draws.optimality = Some(drawn);
         }
         if weights.score > 0.0 {
-            let (b, g2) = offeq.as_ref().ok_or_else(|| Error::InvalidArgument {
-                arg: "batches",
+            let (b, g2) = offeq.as_ref().ok_or_else(|| Error::Invalid {
+                name: "batches",
                 reason: "score consistency is weighted but the step drew no off-equilibrium frames".into(),
             })?;
             let (l, drawn) = self.score(b, g2, teacher)?;
@@ -380,7 +381,7 @@ mod tests {
         }
         assert!(matches!(
             Arm::from_name("both"),
-            Err(Error::InvalidArgument { arg: "arm", reason }) if reason.contains("score-only")
+            Err(Error::Invalid { name: "arm", reason }) if reason.contains("score-only")
         ));
     }
 

@@ -1,6 +1,6 @@
 //! The optimiser: Adam with its state in plain tensors, so checkpoints carry it.
 
-use physcon::Result;
+use crate::Result;
 use tch::{Kind, Tensor};
 
 /// Zeroes the gradients of `params` that backward has defined.

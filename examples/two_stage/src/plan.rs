@@ -9,7 +9,7 @@
 //! [`Term`] is the one list of the loss terms; the log's columns, the
 //! settings' keys and the objective's pushes all take their names from it.
 
-use physcon::{Error, Result};
+use crate::{Error, Result};
 use serde::{Deserialize, Serialize};
 
 /// A loss term of the example's objective.
@@ -96,8 +96,8 @@ impl LossWeights {
     fn check(&self, stage: &'static str) -> Result<()> {
         for (name, w) in self.named() {
             if !(w.is_finite() && w >= 0.0) {
-                return Err(Error::InvalidArgument {
-                    arg: stage,
+                return Err(Error::Invalid {
+                    name: stage,
                     reason: format!("weight `{name}` must be finite and >= 0, got {w}"),
                 });
             }
@@ -194,25 +194,25 @@ impl TrainingPlan {
     /// Checks the plan.
     ///
     /// # Errors
-    /// [`Error::InvalidArgument`] for no steps, a zero batch, a learning rate
+    /// [`Error::Invalid`] for no steps, a zero batch, a learning rate
     /// that is not positive and finite, `final_lr` above `lr`, or a bad weight.
     pub fn validate(&self) -> Result<()> {
         if self.total_steps() == 0 {
-            return Err(Error::InvalidArgument {
-                arg: "steps",
+            return Err(Error::Invalid {
+                name: "steps",
                 reason: "the plan has no steps".into(),
             });
         }
         if self.batch_size == 0 {
-            return Err(Error::InvalidArgument {
-                arg: "batch_size",
+            return Err(Error::Invalid {
+                name: "batch_size",
                 reason: "must be at least 1".into(),
             });
         }
         let lr_ok = self.lr.is_finite() && self.lr > 0.0;
         if !(lr_ok && self.final_lr.is_finite() && (0.0..=self.lr).contains(&self.final_lr)) {
-            return Err(Error::InvalidArgument {
-                arg: "lr",
+            return Err(Error::Invalid {
+                name: "lr",
                 reason: format!(
                     "need 0 < lr and 0 <= final_lr <= lr, got lr {} final_lr {}",
                     self.lr, self.final_lr
@@ -231,7 +231,7 @@ impl TrainingPlan {
     /// The stage of 0-based `step`.
     ///
     /// # Errors
-    /// [`Error::IndexOutOfRange`] past the last step.
+    /// [`Error::Invalid`] past the last step.
     pub fn stage(&self, step: u64) -> Result<Stage> {
         self.in_range(step)?;
         Ok(if step < self.stage1_steps {
@@ -277,10 +277,9 @@ impl TrainingPlan {
         if step < self.total_steps() {
             Ok(())
         } else {
-            Err(Error::IndexOutOfRange {
-                arg: "step",
-                index: step as i64,
-                bound: self.total_steps() as i64,
+            Err(Error::Invalid {
+                name: "step",
+                reason: format!("{step} is past the plan's last step ({})", self.total_steps() - 1),
             })
         }
     }

@@ -7,7 +7,8 @@
 //! `f_inc = 1.1`, `f_dec = 0.5`, `a_start = 0.1`, `f_a = 0.99`), so the
 //! step counts and structures compare with what ASE would give on the same model.
 
-use physcon::{energy_and_forces, BatchLayout, EnergyModel, Error, Result};
+use crate::{Error, Result};
+use physcon::{energy_and_forces, BatchLayout, EnergyModel};
 use tch::{Kind, Tensor};
 
 /// When a FIRE relaxation stops.
@@ -53,7 +54,7 @@ const F_A: f64 = 0.99;
 /// evaluations have passed. Converged molecules stay where they converged.
 ///
 /// # Errors
-/// [`Error::InvalidArgument`] for a non-positive or non-finite `fmax` or zero
+/// [`Error::Invalid`] for a non-positive or non-finite `fmax` or zero
 /// `max_steps`; those of [`energy_and_forces`] for the model's output.
 pub fn fire<E: EnergyModel + ?Sized>(
     model: &E,
@@ -62,14 +63,14 @@ pub fn fire<E: EnergyModel + ?Sized>(
     settings: &Fire,
 ) -> Result<Relaxed> {
     if !(settings.fmax.is_finite() && settings.fmax > 0.0) {
-        return Err(Error::InvalidArgument {
-            arg: "--fmax",
+        return Err(Error::Flag {
+            flag: "--fmax",
             reason: format!("must be positive and finite, got {}", settings.fmax),
         });
     }
     if settings.max_steps == 0 {
-        return Err(Error::InvalidArgument {
-            arg: "--max-steps",
+        return Err(Error::Flag {
+            flag: "--max-steps",
             reason: "must be at least 1".into(),
         });
     }
@@ -174,7 +175,7 @@ mod tests {
         };
         assert!(matches!(
             fire(&model, &pos, &layout, &bad),
-            Err(Error::InvalidArgument { arg: "--fmax", .. })
+            Err(Error::Flag { flag: "--fmax", .. })
         ));
     }
 }

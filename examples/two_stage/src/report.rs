@@ -3,8 +3,8 @@
 use std::fmt::Write as _;
 use std::path::Path;
 
+use crate::Result;
 use physcon::data::write_atomic;
-use physcon::Result;
 
 use crate::eval::{Evaluation, Scores};
 use crate::objective::Arm;
@@ -303,5 +303,5 @@ pub fn scatter_svg(title: &str, x_label: &str, y_label: &str, points: &[(f64, f6
 
 /// Writes an SVG atomically.
 pub fn write_svg(path: &Path, svg: &str) -> Result<()> {
-    write_atomic(path, svg.as_bytes())
+    Ok(write_atomic(path, svg.as_bytes())?)
 }

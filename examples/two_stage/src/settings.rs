@@ -6,7 +6,8 @@
 
 use std::ops::RangeInclusive;
 
-use physcon::{Error, Result, Temperature};
+use crate::error::{flag, Error, Result};
+use physcon::Temperature;
 use serde::{Deserialize, Serialize};
 
 use crate::model::ModelConfig;
@@ -72,7 +73,7 @@ pub struct Settings {
 
 /// A `--set` value that does not fit, or a setting out of its range.
 fn invalid(arg: &'static str, reason: String) -> Error {
-    Error::InvalidArgument { arg, reason }
+    Error::Invalid { name: arg, reason }
 }
 
 impl Settings {
@@ -122,7 +123,7 @@ impl Settings {
     /// the TOML text, e.g. `plan.stage2.score`, and a TOML value or bare word), validated.
     ///
     /// # Errors
-    /// [`Error::InvalidArgument`] (`--set`) for an unknown key or a value of the
+    /// [`Error::Flag`] (`--set`) for an unknown key or a value of the
     /// wrong type; those of [`Settings::validate`].
     pub fn with_overrides(preset: Preset, overrides: &[(String, String)]) -> Result<Self> {
         let mut tree = toml::Value::try_from(Self::preset(preset)?)
@@ -138,17 +139,16 @@ impl Settings {
                 .try_fold(&mut tree, |node, part| node.get_mut(part))
                 .filter(|slot| !slot.is_table() && key != "preset")
                 .ok_or_else(|| {
-                    invalid(
+                    flag(
                         "--set",
                         format!("unknown setting `{key}` (settings: {})", known.join(", ")),
                     )
                 })?;
-            *slot =
-                override_value(slot, text).map_err(|e| invalid("--set", format!("`{key}={text}`: {e}")))?;
+            *slot = override_value(slot, text).map_err(|e| flag("--set", format!("`{key}={text}`: {e}")))?;
         }
         let settings: Self = tree
             .try_into()
-            .map_err(|e: toml::de::Error| invalid("--set", e.message().to_owned()))?;
+            .map_err(|e: toml::de::Error| flag("--set", e.message().to_owned()))?;
         settings.validate()?;
         Ok(settings)
     }
@@ -156,7 +156,8 @@ impl Settings {
     /// Checks every setting's range; the plan by [`TrainingPlan::validate`].
     ///
     /// # Errors
-    /// [`Error::InvalidArgument`] or [`Error::NonPositive`] naming the setting.
+    /// [`Error::Invalid`] naming the setting; [`Error::Physcon`] for a `kt` that
+    /// is not positive and finite.
     pub fn validate(&self) -> Result<()> {
         self.plan.validate()?;
         physcon::Temperature::from_kt(self.kt)?;
@@ -193,9 +194,9 @@ impl Settings {
             return Err(invalid("checkpoint_every", "must be at least 1".into()));
         }
         if !(self.clip.is_finite() && self.clip > 0.0) {
-            return Err(Error::NonPositive {
-                arg: "clip",
-                value: self.clip,
+            return Err(Error::Invalid {
+                name: "clip",
+                reason: format!("must be positive and finite, got {}", self.clip),
             });
         }
         self.model.validate()
@@ -209,7 +210,7 @@ impl Settings {
     /// Reads and validates [`Settings::to_text`]'s TOML.
     ///
     /// # Errors
-    /// [`Error::InvalidArgument`] (`settings`) with the line of an unreadable,
+    /// [`Error::Invalid`] (`settings`) with the line of an unreadable,
     /// unknown or missing key; those of [`Settings::validate`].
     pub fn from_text(text: &str) -> Result<Self> {
         let settings: Self = toml::from_str(text).map_err(|e| invalid("settings", e.to_string()))?;
@@ -332,7 +333,8 @@ mod tests {
 
     fn reason(err: Error) -> String {
         match err {
-            Error::InvalidArgument { arg, reason } => format!("{arg}: {reason}"),
+            Error::Invalid { name, reason } => format!("{name}: {reason}"),
+            Error::Flag { flag, reason } => format!("{flag}: {reason}"),
             other => other.to_string(),
         }
     }

@@ -3,10 +3,12 @@
 //! structures. Score consistency moves the structure model toward these
 //! forces, so their error bounds what it can correct.
 
+use crate::Result;
 use physcon::data::{Dataset, Frame, LabelledBatch};
-use physcon::{energy_and_forces, Result};
+use physcon::energy_and_forces;
 use tch::{Device, Kind, Tensor};
 
+use crate::batching::batches;
 use crate::model::{Graph, Model};
 
 /// Errors of an energy model against accurate labels on a set of frames.
@@ -37,7 +39,7 @@ impl Default for TeacherAccuracy {
 }
 
 /// The energy model's force and energy errors on `frames` (any levels), in
-/// batches of 32 frames in f32, as training sees them.
+/// `predict`'s batches (at most 32 frames, bounded pairs), in f32 as training sees them.
 ///
 /// # Errors
 /// Those of batching the frames and of the model.
@@ -45,7 +47,9 @@ pub fn teacher_accuracy(model: &Model, frames: &Dataset) -> Result<TeacherAccura
     let (mut abs_f, mut sq_f, mut components) = (0.0f64, 0.0f64, 0usize);
     let (mut abs_e, mut force_frames, mut energy_frames) = (0.0f64, 0usize, 0usize);
     let all: Vec<&Frame> = frames.frames().iter().collect();
-    for chunk in all.chunks(32) {
+    let sizes: Vec<usize> = all.iter().map(|f| f.num_atoms()).collect();
+    for range in batches(&sizes) {
+        let chunk = &all[range];
         let b = LabelledBatch::from_frames(chunk, Kind::Float, Device::Cpu)?;
         let g = Graph::new(&b.batch, Kind::Float)?;
         let layout = &g.layout;

@@ -8,7 +8,7 @@
 //! (BENCHMARKS.md, section 5). One thread per two cores leaves room for a
 //! neighbour and gives up 25 % when there is none.
 
-use physcon::{Error, Result};
+use crate::{Error, Result};
 
 /// `--threads`, shared by the subcommands.
 #[derive(clap::Args, Clone, Debug, Default)]
@@ -22,7 +22,7 @@ impl Threads {
     /// The thread count: the flag, else `OMP_NUM_THREADS`, else [`default_threads`].
     ///
     /// # Errors
-    /// [`Error::InvalidArgument`] for `--threads 0`, or an `OMP_NUM_THREADS`
+    /// [`Error::Flag`] for `--threads 0`, or an `OMP_NUM_THREADS`
     /// that is not a positive integer (it would otherwise be ignored by us and
     /// read differently by OpenMP).
     pub fn count(&self) -> Result<usize> {
@@ -30,8 +30,8 @@ impl Threads {
             return if n >= 1 {
                 Ok(n)
             } else {
-                Err(Error::InvalidArgument {
-                    arg: "--threads",
+                Err(Error::Flag {
+                    flag: "--threads",
                     reason: "must be at least 1".into(),
                 })
             };
@@ -59,8 +59,8 @@ fn from_env(text: &str) -> Result<usize> {
         .next()
         .and_then(|t| t.trim().parse::<usize>().ok())
         .filter(|&n| n >= 1)
-        .ok_or_else(|| Error::InvalidArgument {
-            arg: "OMP_NUM_THREADS",
+        .ok_or_else(|| Error::Flag {
+            flag: "OMP_NUM_THREADS",
             reason: format!(
                 "`{}` is not a positive thread count; unset it or pass --threads",
                 physcon::data::excerpt(text)
@@ -84,15 +84,18 @@ mod tests {
         assert_eq!(Threads { threads: Some(3) }.count().unwrap(), 3);
         assert!(matches!(
             Threads { threads: Some(0) }.count(),
-            Err(Error::InvalidArgument { arg: "--threads", .. })
+            Err(Error::Flag {
+                flag: "--threads",
+                ..
+            })
         ));
         assert_eq!(from_env("4").unwrap(), 4);
         assert_eq!(from_env(" 2,1").unwrap(), 2);
         for bad in ["0", "", "two", "-1"] {
             assert!(matches!(
                 from_env(bad),
-                Err(Error::InvalidArgument {
-                    arg: "OMP_NUM_THREADS",
+                Err(Error::Flag {
+                    flag: "OMP_NUM_THREADS",
                     ..
                 })
             ));

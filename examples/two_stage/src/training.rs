@@ -10,8 +10,8 @@
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
+use crate::{Error, Result};
 use physcon::diffusion::NoiseSchedule;
-use physcon::{Error, Result};
 use tch::nn::VarStore;
 use tch::{Device, Kind};
 
@@ -157,7 +157,10 @@ impl Trainer {
             let grad_norm = self.adam.minimise(&params, &total, lr, self.settings.clip)?;
             let value = total.double_value(&[]);
             if !value.is_finite() {
-                return Err(Error::NonFinite { arg: "training loss" });
+                return Err(Error::Invalid {
+                    name: "training loss",
+                    reason: format!("is {value} at step {}: training diverged", self.step),
+                });
             }
             log.row(&StepRecord {
                 arm,
@@ -199,14 +202,9 @@ impl Trainer {
         let ckpt = Checkpoint::read(path)?;
         ckpt.check_settings(&self.settings)?;
         if ckpt.meta.seed != self.seed {
-            return Err(Error::InvalidArgument {
-                arg: "checkpoint",
-                reason: format!(
-                    "{}: written by seed {}, not {}",
-                    path.display(),
-                    ckpt.meta.seed,
-                    self.seed
-                ),
+            return Err(Error::File {
+                path: path.to_owned(),
+                reason: format!("written by seed {}, not {}", ckpt.meta.seed, self.seed),
             });
         }
         ckpt.restore_model(&self.vs)?;
@@ -226,8 +224,8 @@ pub fn train_all(
     arms: &[Arm],
 ) -> Result<ArmCheckpoints> {
     if let Some(arm) = arms.iter().find(|a| **a == Arm::Stage1) {
-        return Err(Error::InvalidArgument {
-            arg: "arms",
+        return Err(Error::Invalid {
+            name: "arms",
             reason: format!("`{}` is not a stage-2 arm", arm.name()),
         });
     }
@@ -245,8 +243,8 @@ pub fn train_all(
     if resume && stage1.exists() {
         trainer.load(&stage1)?;
     } else if stage1.exists() && !resume {
-        return Err(Error::InvalidArgument {
-            arg: "--out",
+        return Err(Error::Flag {
+            flag: "--out",
             reason: format!(
                 "{} already holds a run; pass --resume to continue it or choose another --out",
                 out.display()
@@ -316,7 +314,7 @@ mod tests {
         let mut settings = Settings::preset(Preset::Quick).unwrap();
         let err = Trainer::new(settings.clone(), 0, &data).err().expect("refused");
         assert!(
-            matches!(&err, Error::InvalidArgument { arg: "stage2", reason } if reason.contains("xtb-perturbed")),
+            matches!(&err, Error::Invalid { name: "stage2", reason } if reason.contains("xtb-perturbed")),
             "{err}"
         );
         // Without those terms the same data train.
@@ -376,24 +374,18 @@ mod tests {
         let mut other_seed = Trainer::new(settings.clone(), 6, &data).unwrap();
         assert!(matches!(
             other_seed.load(&ckpt),
-            Err(Error::InvalidArgument { arg: "checkpoint", reason }) if reason.contains("seed 5")
+            Err(Error::File { reason, .. }) if reason.contains("seed 5")
         ));
         let mut longer = settings;
         longer.plan.stage2_steps = 5;
         let mut other_plan = Trainer::new(longer, 5, &data).unwrap();
         assert!(matches!(
             other_plan.load(&ckpt),
-            Err(Error::InvalidArgument { arg: "checkpoint", reason }) if reason.contains("`plan.stage2_steps = 4`")
+            Err(Error::File { reason, .. }) if reason.contains("`plan.stage2_steps = 4`")
         ));
         // Corrupt and missing checkpoints are clear errors, not panics.
         std::fs::write(&ckpt, b"not a checkpoint").unwrap();
-        assert!(matches!(
-            again.load(&ckpt),
-            Err(Error::InvalidArgument {
-                arg: "checkpoint",
-                ..
-            })
-        ));
+        assert!(matches!(again.load(&ckpt), Err(Error::File { .. })));
         assert!(matches!(
             again.load(&dir.join("missing.safetensors")),
             Err(Error::Io { .. })

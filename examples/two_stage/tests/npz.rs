@@ -7,12 +7,12 @@ use ndarray_npy::NpzReader;
 use physcon::data::{read_extxyz, Dataset};
 use physcon::diffusion::NoiseSchedule;
 use physcon::ndarray::{s, Array1, Array3, Axis};
-use physcon::Error;
 use tch::Device;
 use two_stage::eval::{evaluate, Generation, MoleculeResults, Structures};
 use two_stage::model::Model;
 use two_stage::npz::{read_mol_ids, write_evaluation, write_structures};
 use two_stage::settings::{Preset, Settings};
+use two_stage::Error;
 
 /// The physcon repository, which holds the dataset.
 fn root() -> PathBuf {
@@ -95,7 +95,7 @@ fn structures_round_trip_through_npz_exactly() {
     );
     assert!(matches!(
         Structures::from_samples(&samples[..3], 2),
-        Err(Error::InvalidArgument { arg: "frames", .. })
+        Err(Error::Invalid { name: "frames", .. })
     ));
     // Past the widest id the file can hold: refused, nothing written.
     let mut too_long = Structures::from_samples(&samples[..2], 2).unwrap();
@@ -103,7 +103,7 @@ fn structures_round_trip_through_npz_exactly() {
     let path = scratch("too-long.npz");
     assert!(matches!(
         write_structures(&path, &too_long),
-        Err(Error::InvalidArgument { arg: "mol_id", .. })
+        Err(Error::Invalid { name: "mol_id", .. })
     ));
     assert!(!path.exists());
 }

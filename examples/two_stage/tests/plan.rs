@@ -1,7 +1,7 @@
 //! The two-stage training plan: presets, stage boundaries, learning rate, validation, terms.
 
-use physcon::{Error, Result};
 use two_stage::plan::{LossWeights, Stage, Term, TrainingPlan};
+use two_stage::{Error, Result};
 
 fn close(a: f64, b: f64, tol: f64) -> bool {
     (a - b).abs() <= tol * b.abs().max(a.abs()).max(1e-300)
@@ -56,23 +56,16 @@ fn stage_boundaries() -> Result<()> {
     for step in [500_000u64, 500_001, u64::MAX / 2] {
         assert!(matches!(
             plan.stage(step),
-            Err(Error::IndexOutOfRange {
-                arg: "step",
-                bound: 500_000,
-                ..
-            })
+            Err(Error::Invalid { name: "step", reason }) if reason.contains("last step (499999)")
         ));
         assert!(matches!(
             plan.weights(step),
-            Err(Error::IndexOutOfRange { arg: "step", .. })
+            Err(Error::Invalid { name: "step", .. })
         ));
-        assert!(matches!(
-            plan.lr(step),
-            Err(Error::IndexOutOfRange { arg: "step", .. })
-        ));
+        assert!(matches!(plan.lr(step), Err(Error::Invalid { name: "step", .. })));
     }
     match plan.lr(500_000) {
-        Err(Error::IndexOutOfRange { index, .. }) => assert_eq!(index, 500_000),
+        Err(Error::Invalid { reason, .. }) => assert!(reason.starts_with("500000 is past"), "{reason}"),
         other => panic!("{other:?}"),
     }
     Ok(())
@@ -146,8 +139,8 @@ fn learning_rate_schedule() -> Result<()> {
 fn validate_rejects_bad_plans() {
     tch::set_num_threads(1);
     let invalid = |plan: TrainingPlan, name: &str| match plan.validate() {
-        Err(Error::InvalidArgument { arg, .. }) => assert_eq!(arg, name, "{plan:?}"),
-        other => panic!("expected InvalidArgument({name}), got {other:?} for {plan:?}"),
+        Err(Error::Invalid { name: got, .. }) => assert_eq!(got, name, "{plan:?}"),
+        other => panic!("expected Invalid({name}), got {other:?} for {plan:?}"),
     };
     let base = TrainingPlan::paper();
     invalid(

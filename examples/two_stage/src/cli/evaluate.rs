@@ -2,9 +2,9 @@
 
 use std::path::PathBuf;
 
+use crate::Result;
 use physcon::data::Splits;
 use physcon::diffusion::NoiseSchedule;
-use physcon::Result;
 
 use crate::eval::evaluate;
 use crate::generation::{check_generation, GenArgs};

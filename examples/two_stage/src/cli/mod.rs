@@ -1,8 +1,8 @@
 //! The command line: `train` (default), `evaluate`, `predict`, one file each;
 //! the generation flags they share are [`crate::generation`]'s.
 
+use crate::Result;
 use clap::{Parser, Subcommand, ValueEnum};
-use physcon::Result;
 
 use crate::settings::{Preset, Settings};
 

@@ -3,13 +3,13 @@
 use std::path::PathBuf;
 use std::time::Instant;
 
+use crate::{Error, Result};
 use physcon::array::atom_vectors;
 use physcon::data::excerpt;
 use physcon::diffusion::NoiseSchedule;
-use physcon::{Error, MolBatch, Result};
+use physcon::MolBatch;
 use tch::{Device, Kind};
 
-use crate::checks;
 use crate::eval::generate;
 use crate::generation::{check_generation, check_samples, GenArgs};
 use crate::io;
@@ -18,6 +18,7 @@ use crate::npz;
 use crate::settings::Preset;
 use crate::threads::Threads;
 use crate::training::load_model;
+use crate::{batching, checks};
 
 use super::requested;
 
@@ -79,13 +80,13 @@ impl Predicted {
     /// The exit status: an error when anything was skipped, unless --skip-bad.
     ///
     /// # Errors
-    /// [`Error::InvalidArgument`] (`--skip-bad`) naming the count.
+    /// [`Error::Flag`] (`--skip-bad`) naming the count.
     pub fn status(&self, args: &PredictArgs) -> Result<()> {
         if self.skipped.is_empty() || args.skip_bad {
             return Ok(());
         }
-        Err(Error::InvalidArgument {
-            arg: "--skip-bad",
+        Err(Error::Flag {
+            flag: "--skip-bad",
             reason: format!(
                 "{} of {} records of {} could not be predicted and {} predicted structures were left \
                  out (listed above); the other {} structures were written to {}. Pass --skip-bad to \
@@ -113,8 +114,8 @@ pub fn predict(args: &PredictArgs) -> Result<Predicted> {
     if let Some(path) = &args.npz {
         io::check_output("--npz", &args.input, path, args.force)?;
         if path == &args.output {
-            return Err(Error::InvalidArgument {
-                arg: "--npz",
+            return Err(Error::Flag {
+                flag: "--npz",
                 reason: format!("`{}` is also the --output file", path.display()),
             });
         }
@@ -125,8 +126,8 @@ pub fn predict(args: &PredictArgs) -> Result<Predicted> {
     io::check_output_format(&args.output, &input)?;
     let screened = checks::screen(&input, &ELEMENTS);
     if let (true, Some(first)) = (args.strict, screened.skipped.first()) {
-        return Err(Error::InvalidArgument {
-            arg: "--strict",
+        return Err(Error::Flag {
+            flag: "--strict",
             reason: format!(
                 "{} ({} such records in all)",
                 first.message,
@@ -144,8 +145,8 @@ pub fn predict(args: &PredictArgs) -> Result<Predicted> {
         if let ([_], Some(r)) = (screened.skipped.as_slice(), input.rejected.pop()) {
             return Err(r.error);
         }
-        return Err(Error::InvalidArgument {
-            arg: "--input",
+        return Err(Error::Flag {
+            flag: "--input",
             reason: format!(
                 "{}: none of its {} records can be predicted; the first: {}",
                 args.input.display(),
@@ -177,7 +178,7 @@ pub fn predict(args: &PredictArgs) -> Result<Predicted> {
         .iter()
         .map(|&k| input.molecules[k].frame.num_atoms())
         .collect();
-    for range in checks::batches(&sizes) {
+    for range in batching::batches(&sizes) {
         let chunk = &kept[range];
         let molecules: Vec<_> = chunk.iter().map(|&k| input.molecules[k].molecule()).collect();
         let batch = MolBatch::from_molecules(&molecules, Kind::Float, Device::Cpu)?;
@@ -198,7 +199,7 @@ pub fn predict(args: &PredictArgs) -> Result<Predicted> {
             .samples
             .iter()
             .map(|x| atom_vectors(x, &g.layout))
-            .collect::<Result<Vec<_>>>()?;
+            .collect::<physcon::Result<Vec<_>>>()?;
         let mut offset = 0;
         for &k in chunk {
             let m = &input.molecules[k];
@@ -221,8 +222,8 @@ pub fn predict(args: &PredictArgs) -> Result<Predicted> {
                         excerpt(&m.frame.mol_id)
                     );
                     if args.strict {
-                        return Err(Error::InvalidArgument {
-                            arg: "--strict",
+                        return Err(Error::Flag {
+                            flag: "--strict",
                             reason: format!("{line}; nothing was written"),
                         });
                     }
@@ -248,8 +249,8 @@ pub fn predict(args: &PredictArgs) -> Result<Predicted> {
         for line in &out.skipped {
             eprintln!("{line}");
         }
-        return Err(Error::InvalidArgument {
-            arg: "--input",
+        return Err(Error::Flag {
+            flag: "--input",
             reason: format!(
                 "none of the {} structures predicted can be written; the first: {}",
                 predictions.len(),

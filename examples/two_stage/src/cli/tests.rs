@@ -1,8 +1,8 @@
 //! The command line end to end.
 
+use crate::Error;
 use clap::Parser;
 use physcon::data::read_extxyz;
-use physcon::Error;
 
 use super::*;
 use crate::generation::{GenArgs, GenerationName};
@@ -61,7 +61,7 @@ fn quick_preset_end_to_end() {
     same_samples.extend(["--samples".into(), "2".into()]);
     assert!(matches!(
         train(&TrainArgs::parse_from(same_samples)),
-        Err(Error::InvalidArgument { arg: "--samples", reason }) if reason.contains("--generation refine")
+        Err(Error::Flag { flag: "--samples", reason }) if reason.contains("--generation refine")
     ));
     assert!(!out.exists());
     let args = TrainArgs::parse_from(argv);
@@ -80,10 +80,7 @@ fn quick_preset_end_to_end() {
     }
     assert!(out.join("rmsd-paired.svg").exists());
     // A finished run is not overwritten: a fresh --out (or --resume) is required.
-    assert!(matches!(
-        train(&args),
-        Err(Error::InvalidArgument { arg: "--out", .. })
-    ));
+    assert!(matches!(train(&args), Err(Error::Flag { flag: "--out", .. })));
     let checkpoint = out.join("seed-0/consistency.safetensors");
     let output = out.join("predicted.extxyz");
     // Two samples each, drawn with noise (the default relax is deterministic).
@@ -125,12 +122,12 @@ fn quick_preset_end_to_end() {
     // Neither output is replaced without --force.
     assert!(matches!(
         predict(&predict_args(None)),
-        Err(Error::InvalidArgument { arg: "--output", .. })
+        Err(Error::Flag { flag: "--output", .. })
     ));
     std::fs::remove_file(&output).unwrap();
     assert!(matches!(
         predict(&predict_args(None)),
-        Err(Error::InvalidArgument { arg: "--npz", .. })
+        Err(Error::Flag { flag: "--npz", .. })
     ));
     std::fs::remove_file(out.join("predicted.npz")).unwrap();
     predict(&predict_args(Some(Preset::Quick))).unwrap();
@@ -150,10 +147,7 @@ fn quick_preset_end_to_end() {
     std::fs::remove_file(&output).unwrap();
     // A --preset the checkpoint was not trained with is refused, naming the setting.
     let refused = |r: Result<()>| match r {
-        Err(Error::InvalidArgument {
-            arg: "checkpoint",
-            reason,
-        }) => reason,
+        Err(Error::File { reason, .. }) => reason,
         Err(other) => panic!("unexpected error {other}"),
         Ok(()) => panic!("a mismatching --preset was accepted"),
     };
@@ -180,7 +174,7 @@ fn quick_preset_end_to_end() {
     wider.model.hidden = 64;
     assert!(matches!(
         load_model(&checkpoint, Some(&wider)),
-        Err(Error::InvalidArgument { arg: "checkpoint", reason }) if reason.contains("`model.hidden = 32`")
+        Err(Error::File { reason, .. }) if reason.contains("`model.hidden = 32`")
     ));
     std::fs::remove_dir_all(&out).unwrap();
 }

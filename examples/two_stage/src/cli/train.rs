@@ -3,10 +3,10 @@
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
+use crate::Result;
 use clap::Parser;
 use physcon::data::{write_atomic, Dataset, Splits};
 use physcon::diffusion::NoiseSchedule;
-use physcon::Result;
 
 use crate::data::TrainData;
 use crate::eval::evaluate;
@@ -194,5 +194,5 @@ pub fn train(args: &TrainArgs) -> Result<()> {
         started.elapsed().as_secs_f64(),
     );
     print!("{text}");
-    write_atomic(&out.join("report.md"), text.as_bytes())
+    Ok(write_atomic(&out.join("report.md"), text.as_bytes())?)
 }

@@ -38,7 +38,10 @@ pub struct CheckpointMeta {
 
 impl CheckpointMeta {
     /// The meta as TOML: the run's state, the model's element set, then the settings' table.
-    pub fn to_text(&self) -> String {
+    ///
+    /// # Errors
+    /// [`Error::Invalid`] (`seed`) for a number TOML cannot hold (above `i64::MAX`).
+    pub fn to_text(&self) -> Result<String> {
         toml::to_string(&MetaText {
             arm: self.arm,
             step: self.step,
@@ -47,7 +50,13 @@ impl CheckpointMeta {
             elements: ELEMENTS.to_vec(),
             settings: self.settings.clone(),
         })
-        .expect("the meta is plain values and tables")
+        .map_err(|e| Error::Invalid {
+            name: "seed",
+            reason: format!(
+                "cannot be written to the checkpoint ({e}); seeds must be at most {}",
+                i64::MAX
+            ),
+        })
     }
 
     /// Reads [`CheckpointMeta::to_text`]'s TOML back, the settings validated.
@@ -148,7 +157,7 @@ pub fn save(path: &Path, vs: &VarStore, adam: &Adam, meta: &CheckpointMeta) -> R
         named.push((format!("adam.m.{k}"), Bytes::new(m)?));
         named.push((format!("adam.v.{k}"), Bytes::new(v)?));
     }
-    let info = HashMap::from([(META_KEY.to_owned(), meta.to_text())]);
+    let info = HashMap::from([(META_KEY.to_owned(), meta.to_text()?)]);
     let bytes = safetensors::tensor::serialize(named.iter().map(|(k, b)| (k.as_str(), b)), &Some(info))
         .map_err(|e| corrupt(path, &format!("cannot serialise ({e})")))?;
     Ok(write_atomic(path, &bytes)?)

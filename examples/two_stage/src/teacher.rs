@@ -61,7 +61,7 @@ pub fn teacher_accuracy(model: &Model, frames: &Dataset) -> Result<TeacherAccura
         abs_f += sum(df.abs().sum(Kind::Double));
         sq_f += sum(df.square().sum(Kind::Double));
         components += df.numel();
-        force_frames += usize::try_from(sum(b.force_mask.sum(Kind::Int64)) as i64).unwrap_or(0);
+        force_frames += chunk.iter().filter(|f| f.forces.is_some()).count();
         let labelled = b.energy_mask.nonzero().squeeze_dim(1);
         let de = (out.energy.detach() - &b.energy).index_select(0, &labelled);
         abs_e += sum(de.abs().sum(Kind::Double));

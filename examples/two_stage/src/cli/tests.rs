@@ -27,6 +27,9 @@ fn set_flags_reach_their_settings() {
     let got = Settings::with_overrides(args.preset, &args.set).unwrap();
     assert_eq!((got.plan.stage1.force, got.kt), (1.5, 0.05));
     assert!(TrainArgs::try_parse_from(["train", "--set", "kt"]).is_err());
+    // A seed a checkpoint cannot hold is refused at the flag, not after training.
+    assert!(TrainArgs::try_parse_from(["train", "--seeds", "0,9223372036854775808"]).is_err());
+    assert!(TrainArgs::try_parse_from(["train", "--seeds", "9223372036854775807"]).is_ok());
 }
 
 /// The `quick` preset end to end: both arms, evaluation, report, resume and predict.

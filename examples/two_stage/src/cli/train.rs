@@ -35,7 +35,9 @@ pub struct TrainArgs {
     /// Output folder (default `runs/<preset>`).
     #[arg(long)]
     pub out: Option<PathBuf>,
-    #[arg(long, value_delimiter = ',', default_values_t = [0u64])]
+    /// Seeds, comma-separated (each at most 2^63 - 1: checkpoints hold them as TOML integers).
+    #[arg(long, value_delimiter = ',', default_values_t = [0u64],
+          value_parser = clap::value_parser!(u64).range(..=i64::MAX as u64))]
     pub seeds: Vec<u64>,
     /// Continue the runs found in --out from their last checkpoints.
     #[arg(long)]

@@ -78,9 +78,18 @@ class Judge:
             a.info["mol_id"]: a for a in frames if a.info.get("level") == "mmff" and a.info["mol_id"] in self.opt
         }
 
+    def only(self, prefix):
+        """Keeps the molecules whose mol_id starts with `prefix`."""
+        self.opt = {k: v for k, v in self.opt.items() if k.startswith(prefix)}
+        self.mmff = {k: v for k, v in self.mmff.items() if k in self.opt}
+
     def rows(self, structures):
         """Per molecule (RMSD, bond MAE, EGap_xtb), each the mean over that molecule's structures."""
-        rows = []
+        return list(self.rows_by_id(structures).values())
+
+    def rows_by_id(self, structures):
+        """`rows`, keyed by mol_id (molecules without structures left out)."""
+        rows = {}
         for mol_id, ref in self.opt.items():
             xs = structures.get(mol_id, [])
             if not xs:
@@ -95,17 +104,23 @@ class Judge:
                 )
                 for x in xs
             ]
-            rows.append(tuple(np.mean([p[k] for p in per]) for k in range(3)))
+            rows[mol_id] = tuple(np.mean([p[k] for p in per]) for k in range(3))
         return rows
 
     def cheap(self):
         return self.rows({k: [v] for k, v in self.mmff.items()})
 
+    def cheap_by_id(self):
+        return self.rows_by_id({k: [v] for k, v in self.mmff.items()})
+
     def file(self, path):
+        return list(self.file_by_id(path).values())
+
+    def file_by_id(self, path):
         predicted = {}
         for a in ase.io.read(path, index=":"):
             predicted.setdefault(a.info["mol_id"], []).append(a)
-        return self.rows(predicted)
+        return self.rows_by_id(predicted)
 
 
 def main():

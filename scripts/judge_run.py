@@ -38,8 +38,9 @@ ARMS = ["control", "optimality-only", "score-only", "consistency", "oracle"]
 METRICS = [("RMSD mean (Å)", 0), ("bond-length MAE (Å)", 1), ("EGap_xtb mean (eV)", 2)]
 
 
-def mmff_frames(split_path, out_path):
-    """Writes the `mmff` frames of a split (extended XYZ, maybe gzipped) to out_path."""
+def mmff_frames(split_path, out_path, prefix=""):
+    """Writes the `mmff` frames of a split (extended XYZ, maybe gzipped) whose
+    mol_id starts with `prefix` to out_path."""
     opener = gzip.open if split_path.endswith(".gz") else open
     with opener(split_path, "rt") as f:
         lines = f.read().splitlines(True)
@@ -48,7 +49,8 @@ def mmff_frames(split_path, out_path):
         n = int(lines[i])
         block = lines[i : i + n + 2]
         i += n + 2
-        if re.search(r"(^|\s)level=mmff(\s|$)", block[1]):
+        mol_id = re.search(r"(^|\s)mol_id=(\S+)", block[1])
+        if re.search(r"(^|\s)level=mmff(\s|$)", block[1]) and mol_id and mol_id.group(2).startswith(prefix):
             out += block
     with open(out_path, "w") as f:
         f.writelines(out)
@@ -80,24 +82,31 @@ def main():
     ap.add_argument("--fire", action="store_true", help="add the FIRE relaxation on the control's and consistency's energy models")
     ap.add_argument("--workdir", default=None, help="keep predictions here and reuse those already written")
     ap.add_argument("--fire-seeds", default=None, help="seeds for --fire, comma-separated (default: the first seed)")
+    ap.add_argument("--only", default="", help="judge only the molecules whose mol_id starts with this (e.g. odd-)")
+    ap.add_argument("--arms", default=",".join(ARMS), help="the arms to judge, comma-separated")
     args = ap.parse_args()
 
     split_path = args.frames or os.path.join(args.data, f"{args.split}.extxyz.gz")
     title = f"{args.split} split" if args.split else os.path.basename(args.frames)
     judge = Judge(split_path)
+    if args.only:
+        judge.only(args.only)
+        title += f", mol_id {args.only}*"
     seeds = sorted(
         int(d.split("-")[1]) for d in os.listdir(args.run) if re.fullmatch(r"seed-\d+", d)
     )
     tmp = args.workdir or tempfile.mkdtemp(prefix="judge-")
     os.makedirs(tmp, exist_ok=True)
     inp = os.path.join(tmp, "mmff.extxyz")
-    mmff_frames(split_path, inp)
-    cheap = np.array(judge.cheap())
+    mmff_frames(split_path, inp, args.only)
+    cheap_by_id = judge.cheap_by_id()
+    cheap = np.array(list(cheap_by_id.values()))
     fire_seeds = [int(x) for x in args.fire_seeds.split(",")] if args.fire_seeds else seeds[:1]
-    # results[(label, seed)] = per-molecule rows [M, 3]; times[(label, seed)] = ms per molecule
-    results, times = {}, {}
+    # results[(label, seed)] = per-molecule rows [M, 3]; times[(label, seed)] = ms per molecule;
+    # worst[(label, seed)] = (EGap_xtb(arm) - EGap_xtb(MMFF), mol_id) of the molecule made most worse
+    results, times, worst = {}, {}, {}
     for seed in seeds:
-        for arm in ARMS:
+        for arm in args.arms.split(","):
             ckpt = os.path.join(args.run, f"seed-{seed}", f"{arm}.safetensors")
             if not os.path.exists(ckpt):
                 continue
@@ -115,14 +124,21 @@ def main():
                     with open(out + ".log", "w") as f:
                         f.write(log + "\n")
                 print(f"seed {seed} {label}: {log}", file=sys.stderr)
-                results[(label, seed)] = np.array(judge.file(out))
+                by_id = judge.file_by_id(out)
+                if set(by_id) != set(cheap_by_id):
+                    sys.exit(f"{out}: structures for {len(by_id)} of the {len(cheap_by_id)} molecules")
+                results[(label, seed)] = np.array([by_id[k] for k in cheap_by_id])
                 times[(label, seed)] = ms
+                worst[(label, seed)] = max(
+                    (by_id[k][2] - cheap_by_id[k][2], k) for k in cheap_by_id if np.isfinite(by_id[k][2])
+                )
     labels = list(dict.fromkeys(k[0] for k in results))
 
     print(f"### {title} ({len(cheap)} molecules), seeds {seeds}, judged by GFN2-xTB\n")
-    print("| structures | " + " | ".join(m for m, _ in METRICS) + " | beats MMFF on EGap_xtb (molecules) | ms per molecule |")
-    print("|---" * (len(METRICS) + 3) + "|")
-    print("| MMFF (cheap level) | " + " | ".join(f"{cheap[:, k].mean():.4f}" for _, k in METRICS) + " | — | — |")
+    print("| structures | " + " | ".join(m for m, _ in METRICS)
+          + " | beats MMFF on EGap_xtb (molecules) | worst molecule against its MMFF input, EGap_xtb (eV) | ms per molecule |")
+    print("|---" * (len(METRICS) + 4) + "|")
+    print("| MMFF (cheap level) | " + " | ".join(f"{cheap[:, k].mean():.4f}" for _, k in METRICS) + " | — | — | — |")
     for label in labels:
         per_seed = [results[(label, s)] for s in seeds if (label, s) in results]
         cols = [fmt([np.nanmean(r[:, k]) for r in per_seed]) for _, k in METRICS]
@@ -131,7 +147,8 @@ def main():
         if failed:
             cols[2] += f" ({failed} without a converged xTB SCF left out)"
         ms = fmt([times[(label, s)] for s in seeds if (label, s) in times], 1)
-        print(f"| {label} | " + " | ".join(cols) + f" | {wins} | {ms} |")
+        bad = max(worst[(label, s)] for s in seeds if (label, s) in worst)
+        print(f"| {label} | " + " | ".join(cols) + f" | {wins} | {bad[0]:+.3f} ({bad[1]}) | {ms} |")
 
     def against(base_name, base, rule):
         """Per seed `arm - base` for each metric; `base(seed)` gives the base's rows."""

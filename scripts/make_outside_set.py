@@ -7,7 +7,9 @@ also improves molecules of other origins, so this script builds `mmff` and
 scripts/build_dataset.py) for a fixed list of common solvents, drug fragments,
 heterocycles, agrochemical and flavour molecules written from memory (not
 drawn from NCI; any that also occur in data/ are dropped and reported), with
-<= 12 heavy atoms of H C N O F S Cl. It is a check, never used for tuning.
+<= 12 heavy atoms of H C N O F S Cl (mol_id `out-...`), and for molecules
+unlike NCI's, tiny, linear and inorganic-looking ones (mol_id `odd-...`). It
+is a check, never used for tuning.
 
 Usage (the dataset environment of scripts/requirements-dataset.txt):
 
@@ -114,6 +116,50 @@ SMILES = {
     "chloral-hydrate": "OC(O)C(Cl)(Cl)Cl",
 }
 
+# Molecules unlike anything in NCI's selection (tiny, linear, inorganic-looking):
+# where a model trained on drug-like molecules is most likely to do harm. Their
+# mol_ids start with `odd-` so that results can be read for them apart.
+UNLIKE_NCI = {
+    "water": "O",
+    "hydrogen-sulfide": "S",
+    "ammonia": "N",
+    "methane": "C",
+    "hydrogen-chloride": "Cl",
+    "hydrogen-fluoride": "F",
+    "carbon-dioxide": "O=C=O",
+    "carbonyl-sulfide": "O=C=S",
+    "carbon-disulfide": "S=C=S",
+    "hydrogen-cyanide": "C#N",
+    "acetylene": "C#C",
+    "ethylene": "C=C",
+    "formaldehyde": "C=O",
+    "methanol": "CO",
+    "formic-acid": "OC=O",
+    "hydrazine": "NN",
+    "hydroxylamine": "NO",
+    "hydrogen-peroxide": "OO",
+    "cyanogen-chloride": "ClC#N",
+    "cyanogen": "N#CC#N",
+    "diacetylene": "C#CC#C",
+    "propyne": "CC#C",
+    "cyanoacetylene": "C#CC#N",
+    "ketene": "C=C=O",
+    "allene": "C=C=C",
+    "isocyanic-acid": "N=C=O",
+    "phosgene": "O=C(Cl)Cl",
+    "carbonyl-fluoride": "O=C(F)F",
+    "chloroform": "ClC(Cl)Cl",
+    "carbon-tetrachloride": "ClC(Cl)(Cl)Cl",
+    "tetrafluoromethane": "FC(F)(F)F",
+    "tetrafluoroethylene": "FC(F)=C(F)F",
+    "thionyl-chloride": "O=S(Cl)Cl",
+    "sulfur-dichloride": "ClSCl",
+    "hypochlorous-acid": "OCl",
+    "chlorine-fluoride": "FCl",
+    "dichlorine": "ClCl",
+    "difluorine": "FF",
+}
+
 
 def canonical(smiles):
     from rdkit import Chem
@@ -134,7 +180,9 @@ def main():
             if "smiles" in a.info:
                 seen.add(canonical(a.info["smiles"]))
     frames, dropped = [], []
-    for k, (name, smiles) in enumerate(SMILES.items()):
+    molecules = [(f"out-{n}", s) for n, s in SMILES.items()] + [(f"odd-{n}", s) for n, s in UNLIKE_NCI.items()]
+    for k, (mol_id, smiles) in enumerate(molecules):
+        name = mol_id
         if canonical(smiles) in seen:
             dropped.append((name, "in data/"))
             continue
@@ -148,7 +196,6 @@ def main():
         except Exception as e:  # a molecule the pipeline cannot build is reported, not fatal
             dropped.append((name, str(e)))
             continue
-        mol_id = f"out-{name}"
         # Flat `i j order ...` as in data/ (a 2-D array would be written as ASE's `_JSON`).
         bonds = np.asarray(bonds, dtype=np.int64).reshape(-1)
         frames.append(bd.make_atoms(mol_id, smiles, "mmff", numbers, bonds, pos, e_mmff, f_mmff))

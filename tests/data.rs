@@ -6,7 +6,9 @@ mod common;
 
 use std::path::{Path, PathBuf};
 
-use physcon::data::{format_extxyz, parse_extxyz, read_extxyz, write_extxyz, Dataset, Frame, Splits};
+use physcon::data::{
+    format_extxyz, format_extxyz_with_info, parse_extxyz, read_extxyz, write_extxyz, Dataset, Frame, Splits,
+};
 use physcon::{Error, ParseError};
 use proptest::prelude::*;
 use tch::{Device, Kind};
@@ -167,6 +169,52 @@ fn writer_rejects_what_it_could_not_read_back() {
     frame.bonds.pop();
     frame.species[0] = 200;
     assert!(format_extxyz(&[frame]).is_err());
+}
+
+/// Extra comment-line keys are written after the frame's own, quoted where ASE
+/// needs it, and read back as the same frames; keys that would clash or not
+/// parse, and lists that do not match the frames, are refused.
+#[test]
+fn extra_keys_are_written_and_read_back() {
+    let frames = read_extxyz(fixture("valid_small.extxyz")).unwrap();
+    let two = &frames[..2];
+    let info = vec![
+        vec![("physcon_refined".to_owned(), "T".to_owned())],
+        vec![
+            ("note".to_owned(), "two words".to_owned()),
+            ("dE".to_owned(), "-0.25".to_owned()),
+        ],
+    ];
+    let text = format_extxyz_with_info(two, &info).unwrap();
+    let comments: Vec<&str> = text.lines().filter(|l| l.starts_with("Properties=")).collect();
+    assert!(
+        comments[0].ends_with(" physcon_refined=T pbc=\"F F F\""),
+        "{}",
+        comments[0]
+    );
+    assert!(
+        comments[1].contains(" note=\"two words\" dE=-0.25 pbc="),
+        "{}",
+        comments[1]
+    );
+    assert_eq!(parse_extxyz(&text, Path::new("extra.extxyz")).unwrap(), two);
+    assert_eq!(
+        format_extxyz_with_info(two, &[]).unwrap(),
+        format_extxyz(two).unwrap()
+    );
+    let refused = |info: &[Vec<(String, String)>]| {
+        matches!(
+            format_extxyz_with_info(two, info),
+            Err(Error::InvalidArgument { arg: "info", .. })
+        )
+    };
+    assert!(refused(&info[..1]));
+    for key in ["energy", "pbc", "mol_id", "2x", "a-b", ""] {
+        assert!(
+            refused(&[vec![(key.to_owned(), "1".to_owned())], vec![]]),
+            "{key}"
+        );
+    }
 }
 
 #[test]

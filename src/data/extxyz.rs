@@ -359,6 +359,52 @@ fn parse_bonds(text: &str, atoms: usize) -> std::result::Result<Vec<(usize, usiz
 /// [`Error::InvalidArgument`] for a frame whose lengths disagree, an unknown
 /// atomic number, a non-finite number or a bad bond.
 pub fn format_extxyz(frames: &[Frame]) -> Result<String> {
+    format_extxyz_with_info(frames, &[])
+}
+
+/// The comment-line keys [`format_extxyz`] writes itself.
+const OWN_KEYS: [&str; 7] = [
+    "Properties",
+    "mol_id",
+    "smiles",
+    "level",
+    "bonds",
+    "energy",
+    "pbc",
+];
+
+/// Formats frames as [`format_extxyz`] does, with extra comment-line keys:
+/// `info[f]` holds frame `f`'s `(key, value)` pairs, written after its own keys
+/// (values quoted where ASE needs it). `info` may be empty (no extra keys) or
+/// hold one list per frame. ASE reads them into `atoms.info`.
+///
+/// # Errors
+/// Those of [`format_extxyz`]; [`Error::InvalidArgument`] (`info`) for an
+/// `info` of neither length, a key that is not an identifier
+/// (`[A-Za-z_][A-Za-z0-9_]*`), or a key the frame writes itself.
+pub fn format_extxyz_with_info(frames: &[Frame], info: &[Vec<(String, String)>]) -> Result<String> {
+    if !info.is_empty() && info.len() != frames.len() {
+        return Err(Error::InvalidArgument {
+            arg: "info",
+            reason: format!("{} lists of keys for {} frames", info.len(), frames.len()),
+        });
+    }
+    let identifier = |k: &str| {
+        k.chars()
+            .next()
+            .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+            && k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+    };
+    if let Some((key, _)) = info
+        .iter()
+        .flatten()
+        .find(|(k, _)| !identifier(k) || OWN_KEYS.contains(&k.as_str()))
+    {
+        return Err(Error::InvalidArgument {
+            arg: "info",
+            reason: format!("key `{key}` is not an identifier, or is one format_extxyz writes itself"),
+        });
+    }
     let mut out = String::new();
     for (f, frame) in frames.iter().enumerate() {
         let bad = |reason: String| Error::InvalidArgument {
@@ -403,6 +449,9 @@ pub fn format_extxyz(frames: &[Frame]) -> Result<String> {
         }
         if let Some(e) = frame.energy {
             header.push_str(&format!(" energy={e:?}"));
+        }
+        for (key, value) in info.get(f).into_iter().flatten() {
+            header.push_str(&format!(" {key}={}", quote(value)));
         }
         header.push_str(" pbc=\"F F F\"");
         out.push_str(&format!("{n}\n{header}\n"));

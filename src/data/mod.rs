@@ -14,7 +14,9 @@ mod sdf;
 
 pub use dataset::{shuffled_indices, splitmix64, Dataset, LabelledBatch, Splits};
 pub use elements::{atomic_number, symbol};
-pub use extxyz::{format_extxyz, parse_extxyz, parse_extxyz_frames, read_extxyz, write_extxyz};
+pub use extxyz::{
+    format_extxyz, format_extxyz_with_info, parse_extxyz, parse_extxyz_frames, read_extxyz, write_extxyz,
+};
 pub use files::{read_text, write_atomic, write_text, MAX_TEXT_BYTES};
 pub use frame::Frame;
 pub use sdf::{

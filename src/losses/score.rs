@@ -80,7 +80,7 @@ fn target_unchecked(forces: &Tensor, level: &NoiseLevel, kt: f64, layout: &Batch
 ///
 /// Any diffusion works: pass the per-molecule [`NoiseLevel`] the noised
 /// structure was made with, from physcon's [`crate::diffusion::q_sample`]
-/// (`noised.level()`), or from the user's own noising:
+/// ([`Noised::level`](crate::diffusion::Noised::level) of its result), or from the user's own noising:
 ///
 /// | the user's noising | level | target |
 /// |---|---|---|

@@ -23,12 +23,18 @@ use crate::teacher::{teacher_accuracy, TeacherAccuracy};
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Generation {
     /// Refinement: the cheap structure noised to step `start`, then DDIM down to 0.
-    Refine { start: i64, steps: i64 },
+    Refine { start: i64, steps: i64, guard: Guard },
     /// Deterministic refinement: the cheap structure taken as the step-`start` state
-    /// itself (no noise added), then DDIM down to 0. Its departure from the cheap
+    /// itself (no noise added), then DDIM down to 0; `rounds` times, each round
+    /// starting from the last one's structure. Its departure from the cheap
     /// structure is what the denoiser has learnt about the clean distribution, with
     /// none of the injected noise left to remove.
-    Relax { start: i64, steps: i64 },
+    Relax {
+        start: i64,
+        steps: i64,
+        rounds: i64,
+        guard: Guard,
+    },
     /// From pure noise, DDIM over all T steps in `steps` steps.
     Noise { steps: i64 },
     /// The reference without the structure model: the cheap structure relaxed on
@@ -36,15 +42,44 @@ pub enum Generation {
     Fire(Fire),
 }
 
+/// Whether a refinement must lower the energy model's energy to be kept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Guard {
+    /// Every refined structure is kept.
+    Off,
+    /// A refined structure (each round of a relax) is kept only where the energy
+    /// model puts it at or below the structure it started from; elsewhere that
+    /// structure is returned unchanged.
+    Energy,
+}
+
 impl Generation {
     pub fn describe(&self) -> String {
+        let guarded = |g: &Guard| match g {
+            Guard::Off => "",
+            Guard::Energy => ", kept only where the energy model's energy does not rise",
+        };
         match self {
-            Generation::Refine { start, steps } => {
-                format!("refine the MMFF structure from t={start} ({steps} DDIM steps)")
-            }
-            Generation::Relax { start, steps } => {
+            Generation::Refine { start, steps, guard } => {
                 format!(
-                    "relax the MMFF structure as the t={start} state, no noise added ({steps} DDIM steps)"
+                    "refine the MMFF structure from t={start} ({steps} DDIM steps{})",
+                    guarded(guard)
+                )
+            }
+            Generation::Relax {
+                start,
+                steps,
+                rounds,
+                guard,
+            } => {
+                let rounds = if *rounds == 1 {
+                    String::new()
+                } else {
+                    format!(", {rounds} rounds")
+                };
+                format!(
+                    "relax the MMFF structure as the t={start} state, no noise added ({steps} DDIM steps{rounds}{})",
+                    guarded(guard)
                 )
             }
             Generation::Noise { steps } => format!("from noise ({steps} DDIM steps)"),
@@ -59,6 +94,23 @@ impl Generation {
     pub fn is_deterministic(&self) -> bool {
         matches!(self, Generation::Relax { .. } | Generation::Fire(_))
     }
+
+    /// The energy guard, where the generation refines a given structure.
+    pub fn guard(&self) -> Guard {
+        match self {
+            Generation::Refine { guard, .. } | Generation::Relax { guard, .. } => *guard,
+            Generation::Noise { .. } | Generation::Fire(_) => Guard::Off,
+        }
+    }
+}
+
+/// What the energy guard saw for one sample of a batch.
+pub struct Guarded {
+    /// The energy model's energy of the returned structure minus that of the
+    /// input structure, per molecule `[B]` (eV).
+    pub energy_change: Tensor,
+    /// Whether the returned structure is a refinement (some round kept), per molecule `[B]`.
+    pub accepted: Tensor,
 }
 
 /// Structures generated for a batch, and what FIRE took to make them.
@@ -67,6 +119,16 @@ pub struct Generated {
     pub samples: Vec<Tensor>,
     /// FIRE only: force evaluations per molecule and whether it converged.
     pub fire: Option<(Vec<usize>, Vec<bool>)>,
+    /// With [`Guard::Energy`]: per sample, what the guard decided.
+    pub guarded: Option<Vec<Guarded>>,
+}
+
+/// `candidate` where the energy model puts each molecule at or below `previous`,
+/// `previous` elsewhere; and which molecules took the candidate `[B]`.
+fn keep_lower(model: &Model, g: &Graph, candidate: &Tensor, previous: &Tensor) -> Result<(Tensor, Tensor)> {
+    let lower = model.energy(g, candidate)?.le_tensor(&model.energy(g, previous)?);
+    let atoms = g.layout.expand(&lower)?.unsqueeze(1);
+    Ok((candidate.where_self(&atoms, previous), lower))
 }
 
 /// `K` structures for the molecules of `batch`, starting from its positions (refinement) or noise.
@@ -79,41 +141,75 @@ pub fn generate(
     schedule: &NoiseSchedule,
 ) -> Result<Generated> {
     // The start: the cheap structure at step t0 (noised or not), or noise.
-    let (from, steps) = match how {
+    let (from, steps, rounds) = match how {
         Generation::Fire(settings) => {
             let relaxed = fire(&model.energy_model(g), start, &g.layout, &settings)?;
             return Ok(Generated {
                 samples: (0..samples).map(|_| relaxed.pos.shallow_clone()).collect(),
                 fire: Some((relaxed.steps, relaxed.converged)),
+                guarded: None,
             });
         }
-        Generation::Refine { start: t0, steps } => (Some((t0, true)), steps),
-        Generation::Relax { start: t0, steps } => (Some((t0, false)), steps),
-        Generation::Noise { steps } => (None, steps),
+        Generation::Refine { start: t0, steps, .. } => (Some((t0, true)), steps, 1),
+        Generation::Relax {
+            start: t0,
+            steps,
+            rounds,
+            ..
+        } => (Some((t0, false)), steps, rounds),
+        Generation::Noise { steps } => (None, steps, 1),
     };
+    let guard = how.guard();
     let denoiser = model.denoiser(g);
-    let one = || -> Result<Tensor> {
+    let layout = &g.layout;
+    let round = |from_pos: &Tensor| -> Result<Tensor> {
         let (x, config) = match from {
             Some((t0, noised)) => {
-                let t = Tensor::full([g.layout.num_molecules()], t0, (Kind::Int64, Device::Cpu));
+                let t = Tensor::full([layout.num_molecules()], t0, (Kind::Int64, Device::Cpu));
                 let x = if noised {
-                    q_sample(schedule, start, &t, &g.layout)?
+                    q_sample(schedule, from_pos, &t, layout)?
                 } else {
-                    q_sample_with(schedule, start, &t, &start.zeros_like(), &g.layout)?
+                    q_sample_with(schedule, from_pos, &t, &from_pos.zeros_like(), layout)?
                 };
                 (x.x_t().shallow_clone(), SamplerConfig::ddim(steps).start_at(t0))
             }
-            None => (
-                com_free_noise(&g.layout, start.kind())?,
-                SamplerConfig::ddim(steps),
-            ),
+            None => (com_free_noise(layout, start.kind())?, SamplerConfig::ddim(steps)),
         };
-        Ok(sample(&denoiser, schedule, &g.layout, config, &x)?)
+        Ok(sample(&denoiser, schedule, layout, config, &x)?)
     };
-    let samples = (0..samples)
+    let one = || -> Result<(Tensor, Option<Guarded>)> {
+        let mut x = start.shallow_clone();
+        let mut accepted = Tensor::zeros([layout.num_molecules()], (Kind::Bool, start.device()));
+        for _ in 0..rounds {
+            let candidate = round(&x)?;
+            x = match guard {
+                Guard::Off => candidate,
+                Guard::Energy => {
+                    let (kept, took) = keep_lower(model, g, &candidate, &x)?;
+                    accepted = accepted.logical_or(&took);
+                    kept
+                }
+            };
+        }
+        let guarded = match guard {
+            Guard::Off => None,
+            Guard::Energy => Some(Guarded {
+                energy_change: model.energy(g, &x)? - model.energy(g, start)?,
+                accepted,
+            }),
+        };
+        Ok((x, guarded))
+    };
+    let (samples, guarded): (Vec<Tensor>, Vec<Option<Guarded>>) = (0..samples)
         .map(|_| tch::no_grad(one))
-        .collect::<Result<Vec<_>>>()?;
-    Ok(Generated { samples, fire: None })
+        .collect::<Result<Vec<_>>>()?
+        .into_iter()
+        .unzip();
+    Ok(Generated {
+        samples,
+        fire: None,
+        guarded: guarded.into_iter().collect(),
+    })
 }
 
 /// Per-split results of one model (or of the cheap baseline).

@@ -5,12 +5,15 @@
 
 use crate::error::{flag, Result};
 
-use crate::eval::Generation;
+use crate::eval::{Generation, Guard};
 use crate::relax::Fire;
 
 /// The most structures per molecule `--samples` may ask for: they are held in
 /// memory until the output is written whole.
 pub const MAX_SAMPLES: i64 = 1000;
+
+/// The most `--rounds` of a relax: each round is a whole DDIM chain.
+pub const MAX_ROUNDS: i64 = 100;
 
 #[derive(Clone, Copy, clap::ValueEnum, PartialEq)]
 pub enum GenerationName {
@@ -38,6 +41,15 @@ impl GenerationName {
     }
 }
 
+/// The values of `--guard`.
+#[derive(Clone, Copy, clap::ValueEnum, PartialEq, Eq, Debug)]
+pub enum GuardName {
+    /// Keep a refinement only where the energy model's energy does not rise.
+    Energy,
+    /// Keep every refinement.
+    Off,
+}
+
 /// How structures are generated.
 #[derive(clap::Args, Clone)]
 pub struct GenArgs {
@@ -53,6 +65,14 @@ pub struct GenArgs {
     /// DDIM steps.
     #[arg(long, default_value_t = 10)]
     pub ddim_steps: i64,
+    /// Relax: how many times the relaxation runs, each from the last one's structure.
+    #[arg(long, default_value_t = 1)]
+    pub rounds: i64,
+    /// Relax and refine: keep a refined structure (each round) only where the energy
+    /// model puts it at or below the structure it started from (`energy`, the default),
+    /// or always (`off`). `predict` reports per molecule what it decided.
+    #[arg(long, value_enum)]
+    pub guard: Option<GuardName>,
     /// FIRE: a molecule is converged when no atomic force exceeds this (eV/Å).
     #[arg(long, default_value_t = Fire::default().fmax)]
     pub fmax: f64,
@@ -67,10 +87,13 @@ impl GenArgs {
             GenerationName::Refine => Generation::Refine {
                 start: self.start,
                 steps: self.ddim_steps,
+                guard: self.guard(),
             },
             GenerationName::Relax => Generation::Relax {
                 start: self.start,
                 steps: self.ddim_steps,
+                rounds: self.rounds,
+                guard: self.guard(),
             },
             GenerationName::Noise => Generation::Noise {
                 steps: self.ddim_steps,
@@ -79,6 +102,14 @@ impl GenArgs {
                 fmax: self.fmax,
                 max_steps: self.max_steps,
             }),
+        }
+    }
+
+    /// The energy guard of a refinement: `--guard`, on unless `off`.
+    pub fn guard(&self) -> Guard {
+        match self.guard {
+            Some(GuardName::Off) => Guard::Off,
+            Some(GuardName::Energy) | None => Guard::Energy,
         }
     }
 
@@ -108,6 +139,38 @@ pub fn check_generation(gen: &GenArgs, diffusion_steps: i64) -> Result<()> {
                 gen.generation.name(),
                 gen.samples()
             ),
+        ));
+    }
+    let refines = matches!(gen.generation, GenerationName::Refine | GenerationName::Relax);
+    if let (Some(name), false) = (gen.guard, refines) {
+        return Err(flag(
+            "--guard",
+            format!(
+                "`--guard {}` judges a refinement of the input structure, and `--generation {}` \
+                 makes none; use it with relax or refine",
+                if name == GuardName::Energy {
+                    "energy"
+                } else {
+                    "off"
+                },
+                gen.generation.name()
+            ),
+        ));
+    }
+    if gen.rounds != 1 && gen.generation != GenerationName::Relax {
+        return Err(flag(
+            "--rounds",
+            format!(
+                "only `--generation relax` runs in rounds, got {} with `--generation {}`",
+                gen.rounds,
+                gen.generation.name()
+            ),
+        ));
+    }
+    if !(1..=MAX_ROUNDS).contains(&gen.rounds) {
+        return Err(flag(
+            "--rounds",
+            format!("must lie in 1..={MAX_ROUNDS}, got {}", gen.rounds),
         ));
     }
     let (top, what) = match gen.generation {

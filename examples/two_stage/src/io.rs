@@ -10,7 +10,8 @@ use std::path::{Path, PathBuf};
 
 use crate::error::{flag, Error, Result};
 use physcon::data::{
-    excerpt, format_extxyz, parse_extxyz_frames, parse_sdf_records, read_text, write_text, Frame, SdfRecord,
+    excerpt, format_extxyz_with_info, parse_extxyz_frames, parse_sdf_records, read_text, write_text, Frame,
+    SdfRecord,
 };
 
 use crate::aromatic::aromatize;
@@ -392,6 +393,27 @@ pub struct Prediction {
     pub pos: Vec<[f64; 3]>,
     /// Why it is not written to --output (exploded, or wider than the format), if so.
     pub problem: Option<String>,
+    /// With the energy guard: whether the refinement was kept, and the energy
+    /// model's energy of the written structure minus the input's (eV).
+    pub guard: Option<(bool, f64)>,
+}
+
+impl Prediction {
+    /// The guard's verdict as output keys: `physcon_refined` (`T`/`F`) and
+    /// `physcon_energy_change` (eV, the energy model's); none without the guard.
+    pub fn guard_keys(&self) -> Vec<(String, String)> {
+        self.guard
+            .map(|(kept, change)| {
+                vec![
+                    (
+                        "physcon_refined".to_owned(),
+                        (if kept { "T" } else { "F" }).to_owned(),
+                    ),
+                    ("physcon_energy_change".to_owned(), format!("{change:.6}")),
+                ]
+            })
+            .unwrap_or_default()
+    }
 }
 
 /// Why `pos` cannot be written into the molecule's SDF record, if it cannot
@@ -431,7 +453,10 @@ pub fn predicted_frames(input: &Input, predictions: &[&Prediction], model: &str)
 /// The writers' errors; [`Error::Io`] naming `path`.
 pub fn write_predictions(path: &Path, input: &Input, predictions: &[&Prediction], model: &str) -> Result<()> {
     let text = match input.format {
-        Format::Extxyz => format_extxyz(&predicted_frames(input, predictions, model))?,
+        Format::Extxyz => {
+            let info: Vec<_> = predictions.iter().map(|p| p.guard_keys()).collect();
+            format_extxyz_with_info(&predicted_frames(input, predictions, model), &info)?
+        }
         Format::Sdf => {
             let mut text = String::new();
             for p in predictions {
@@ -439,13 +464,14 @@ pub fn write_predictions(path: &Path, input: &Input, predictions: &[&Prediction]
                     .record
                     .as_ref()
                     .ok_or_else(|| flag("--input", "an SDF molecule without its record".into()))?;
-                text.push_str(
-                    &record
-                        .with_positions(&p.pos)?
-                        .with_property("physcon_sample", &p.sample.to_string())
-                        .with_property("physcon_model", model)
-                        .to_text(),
-                );
+                let mut record = record
+                    .with_positions(&p.pos)?
+                    .with_property("physcon_sample", &p.sample.to_string())
+                    .with_property("physcon_model", model);
+                for (key, value) in p.guard_keys() {
+                    record = record.with_property(&key, &value);
+                }
+                text.push_str(&record.to_text());
             }
             text
         }

@@ -155,7 +155,10 @@ impl Drawn {
 pub struct Draws {
     pub denoising: Option<Drawn>,
     pub optimality: Option<Drawn>,
+    /// Score consistency on the off-equilibrium frames.
     pub score: Option<Drawn>,
+    /// Score consistency on the cheap-level structures (`score_frames`).
+    pub score_structures: Option<Drawn>,
 }
 
 /// Optimality consistency in the form the settings choose.
@@ -335,13 +338,28 @@ impl Objective<'_> {
             draws.optimality = Some(drawn);
         }
         if weights.score > 0.0 {
-            let (b, g2) = offeq.as_ref().ok_or_else(|| Error::Invalid {
-                name: "batches",
-                reason: "score consistency is weighted but the step drew no off-equilibrium frames".into(),
-            })?;
-            let (l, drawn) = self.score(b, g2, teacher)?;
-            terms.push(Term::Score.name(), weights.score, l)?;
-            draws.score = Some(drawn);
+            let on = self.settings.score_frames;
+            let mut parts = Vec::with_capacity(2);
+            if on.perturbed() {
+                let (b, g2) = offeq.as_ref().ok_or_else(|| Error::Invalid {
+                    name: "batches",
+                    reason:
+                        "score consistency is weighted on the off-equilibrium frames but the step drew none"
+                            .into(),
+                })?;
+                let (l, drawn) = self.score(b, g2, teacher)?;
+                parts.push(l);
+                draws.score = Some(drawn);
+            }
+            if on.structures() {
+                let (l, drawn) = self.score(structures, g, teacher)?;
+                parts.push(l);
+                draws.score_structures = Some(drawn);
+            }
+            let n = parts.len() as f64;
+            if let Some(sum) = parts.into_iter().reduce(|a, b| a + b) {
+                terms.push(Term::Score.name(), weights.score, sum / n)?;
+            }
         }
         Ok((terms, draws))
     }
@@ -428,5 +446,63 @@ mod tests {
             (with_own_forces - with_model).abs() <= 1e-5 * with_model.abs(),
             "{with_own_forces} vs {with_model}"
         );
+    }
+
+    /// `score_frames` decides where score consistency is taught: on the cheap-level
+    /// structures a step needs no off-equilibrium frames for it, on the perturbed
+    /// frames it refuses a step without them, and each records its own draws.
+    #[test]
+    fn score_consistency_is_taught_on_the_frames_the_settings_name() {
+        use crate::data::StepBatches;
+        use crate::model::ModelConfig;
+        use crate::settings::{Preset, ScoreFrames, Settings};
+        use physcon::data::Splits;
+
+        let _rng = crate::rng_lock();
+        tch::set_num_threads(1);
+        let splits = Splits::read_dir(crate::repo_root().join("data")).unwrap();
+        let mmff = splits.val.with_level("mmff");
+        let frames: Vec<&physcon::data::Frame> = mmff.frames()[..4].iter().collect();
+        let structures = LabelledBatch::from_frames(&frames, Kind::Float, Device::Cpu).unwrap();
+        let g = Graph::new(&structures.batch, Kind::Float).unwrap();
+        let batches = StepBatches {
+            structures,
+            g,
+            offeq: None,
+        };
+        let weights = LossWeights {
+            energy: 1.0,
+            denoising: 0.01,
+            force: 0.0,
+            optimality: 0.0,
+            score: 1.0,
+        };
+        let terms = |on: ScoreFrames, teacher: Teacher| {
+            let settings = Settings {
+                score_frames: on,
+                ..Settings::preset(Preset::Quick).unwrap()
+            };
+            let vs = tch::nn::VarStore::new(Device::Cpu);
+            let model = Model::new(&vs.root(), ModelConfig::default(), settings.diffusion_steps);
+            let schedule = NoiseSchedule::cosine(settings.diffusion_steps).unwrap();
+            let losses = Losses::new(&settings).unwrap();
+            let objective = Objective {
+                model: &model,
+                settings: &settings,
+                schedule: &schedule,
+                losses: &losses,
+            };
+            objective.losses(&weights, teacher, &batches)
+        };
+        for teacher in [Teacher::Model, Teacher::Labels] {
+            let (terms, draws) = terms(ScoreFrames::Structures, teacher).unwrap();
+            let score = terms.breakdown().into_iter().find(|t| t.name == "score").unwrap();
+            assert!(score.value.is_finite() && score.value > 0.0, "{}", score.value);
+            assert!(draws.score.is_none() && draws.score_structures.is_some());
+        }
+        for on in [ScoreFrames::Perturbed, ScoreFrames::Both] {
+            let err = terms(on, Teacher::Model).err().unwrap();
+            assert!(matches!(&err, Error::Invalid { name: "batches", .. }), "{err}");
+        }
     }
 }

@@ -55,6 +55,10 @@ pub struct Settings {
     pub optimality_t: RangeInclusive<i64>,
     /// Which form of optimality consistency.
     pub optimality: OptimalityForm,
+    /// Which frames score consistency is taught on (absent in checkpoints written
+    /// before it existed, which all used the off-equilibrium frames).
+    #[serde(default)]
+    pub score_frames: ScoreFrames,
     /// Fraction of denoising samples drawn from `small_t` instead of all steps: refining a
     /// structure needs a precise denoiser at small noise, which uniform steps train rarely.
     pub small_t_fraction: f64,
@@ -85,6 +89,7 @@ impl Settings {
             score_t: 1..=20,
             optimality_t: 1..=10,
             optimality: OptimalityForm::Stationarity,
+            score_frames: ScoreFrames::Perturbed,
             small_t_fraction: 0.0,
             small_t: 1..=100,
             diffusion_steps: 1000,
@@ -312,6 +317,35 @@ pub enum OptimalityForm {
     EnergyDescent,
 }
 
+/// Which training frames score consistency `score(R_t) = F(R)/kT` is taught on.
+///
+/// The off-equilibrium frames say how the forces change around a structure; the
+/// cheap-level structures are where `relax` starts, and their accurate forces
+/// say where the accurate minimum lies from there.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ScoreFrames {
+    /// The off-equilibrium (`xtb-perturbed`) frames: the force data.
+    #[default]
+    Perturbed,
+    /// The cheap-level (`mmff`) structures: the structure data.
+    Structures,
+    /// Both, the two losses averaged.
+    Both,
+}
+
+impl ScoreFrames {
+    /// Whether score consistency is taught on the off-equilibrium frames.
+    pub fn perturbed(self) -> bool {
+        matches!(self, ScoreFrames::Perturbed | ScoreFrames::Both)
+    }
+
+    /// Whether score consistency is taught on the cheap-level structures.
+    pub fn structures(self) -> bool {
+        matches!(self, ScoreFrames::Structures | ScoreFrames::Both)
+    }
+}
+
 /// The name of an optimality form, as its settings key spells it.
 pub fn optimality_name(form: OptimalityForm) -> &'static str {
     match form {
@@ -369,6 +403,14 @@ mod tests {
         // Read back, validated: a kt that no run could have used is refused.
         assert!(err(&text.replace("kt = ", "kt = -")).contains("kt"));
         assert!(err(&text.replace("score_t = \"1..=20\"", "score_t = \"0..=20\"")).starts_with("score_t:"));
+        // A checkpoint from before `score_frames` existed taught the perturbed frames.
+        let line = "score_frames = \"perturbed\"\n";
+        assert!(text.contains(line), "{text}");
+        let old = Settings::from_text(&text.replace(line, "")).unwrap();
+        assert_eq!(old.score_frames, ScoreFrames::Perturbed);
+        let both = Settings::from_text(&text.replace(line, "score_frames = \"both\"\n")).unwrap();
+        assert_eq!(both.score_frames, ScoreFrames::Both);
+        assert!(err(&text.replace(line, "score_frames = \"all\"\n")).contains("score_frames"));
     }
 
     #[test]

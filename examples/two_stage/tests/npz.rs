@@ -8,7 +8,7 @@ use physcon::data::{read_extxyz, Dataset};
 use physcon::diffusion::NoiseSchedule;
 use physcon::ndarray::{s, Array1, Array3, Axis};
 use tch::Device;
-use two_stage::eval::{evaluate, Generation, MoleculeResults, Structures};
+use two_stage::eval::{evaluate, Generation, Guard, MoleculeResults, Structures};
 use two_stage::model::Model;
 use two_stage::npz::{read_mol_ids, write_evaluation, write_structures};
 use two_stage::settings::{Preset, Settings};
@@ -126,7 +126,11 @@ fn evaluation_round_trips_through_npz_exactly() {
     let vs = tch::nn::VarStore::new(Device::Cpu);
     let model = Model::new(&vs.root(), settings.model, settings.diffusion_steps);
     let schedule = NoiseSchedule::cosine(settings.diffusion_steps).unwrap();
-    let how = Generation::Refine { start: 10, steps: 2 };
+    let how = Generation::Refine {
+        start: 10,
+        steps: 2,
+        guard: Guard::Off,
+    };
     let e = evaluate(&model, &split, 3, how, &schedule, 0).unwrap();
     let r = &e.per_molecule;
     let (m, n) = (r.rmsd.nrows(), r.generated.species.len());

@@ -10,7 +10,7 @@ use physcon::diffusion::NoiseSchedule;
 use physcon::MolBatch;
 use tch::{Device, Kind};
 
-use crate::eval::generate;
+use crate::eval::{generate, Guard};
 use crate::generation::{check_generation, check_samples, GenArgs};
 use crate::io;
 use crate::model::{Graph, ELEMENTS};
@@ -171,7 +171,7 @@ pub fn predict(args: &PredictArgs) -> Result<Predicted> {
     let schedule = NoiseSchedule::cosine(trained.settings.diffusion_steps)?;
     tch::manual_seed(0);
     let started = Instant::now();
-    let (mut fire_steps, mut unconverged) = (Vec::new(), 0);
+    let (mut fire_steps, mut unconverged, mut rejected) = (Vec::new(), 0, 0usize);
     let bar = indicatif::ProgressBar::new(kept.len() as u64);
     let mut predictions: Vec<io::Prediction> = Vec::new();
     let sizes: Vec<usize> = kept
@@ -200,8 +200,24 @@ pub fn predict(args: &PredictArgs) -> Result<Predicted> {
             .iter()
             .map(|x| atom_vectors(x, &g.layout))
             .collect::<physcon::Result<Vec<_>>>()?;
+        // Per sample, per molecule of the chunk: (kept, energy change).
+        let verdicts: Option<Vec<Vec<(bool, f64)>>> = generated
+            .guarded
+            .as_ref()
+            .map(|per_sample| {
+                per_sample
+                    .iter()
+                    .map(|v| {
+                        let kept = Vec::<bool>::try_from(&v.accepted)?;
+                        let change = Vec::<f64>::try_from(&v.energy_change.to_kind(Kind::Double))?;
+                        Ok(kept.into_iter().zip(change).collect())
+                    })
+                    .collect::<std::result::Result<Vec<_>, tch::TchError>>()
+            })
+            .transpose()
+            .map_err(physcon::Error::from)?;
         let mut offset = 0;
-        for &k in chunk {
+        for (i, &k) in chunk.iter().enumerate() {
             let m = &input.molecules[k];
             for (s, sample) in samples.iter().enumerate() {
                 let pos: Vec<[f64; 3]> = sample
@@ -210,7 +226,13 @@ pub fn predict(args: &PredictArgs) -> Result<Predicted> {
                     .take(m.frame.num_atoms())
                     .map(|r| [r[0], r[1], r[2]])
                     .collect();
-                let pos = io::place_like(&m.frame.pos, &pos);
+                let guard = verdicts.as_ref().map(|v| v[s][i]);
+                // A refinement the guard refused gives back the input itself, not its
+                // round trip through the model's f32.
+                let pos = match guard {
+                    Some((false, _)) => m.frame.pos.clone(),
+                    _ => io::place_like(&m.frame.pos, &pos),
+                };
                 let problem = checks::exploded(m, &pos)
                     .map(|why| format!("{why}: {}", checks::exploded_hint(gen.generation)))
                     .or_else(|| io::unwritable(m, &pos));
@@ -230,11 +252,15 @@ pub fn predict(args: &PredictArgs) -> Result<Predicted> {
                     out.skipped.push(format!("skipped: {line}"));
                     out.structures_skipped += 1;
                 }
+                if let Some((false, _)) = guard {
+                    rejected += 1;
+                }
                 predictions.push(io::Prediction {
                     molecule: k,
                     sample: s as i64,
                     pos,
                     problem,
+                    guard,
                 });
             }
             offset += m.frame.num_atoms();
@@ -283,6 +309,13 @@ pub fn predict(args: &PredictArgs) -> Result<Predicted> {
             "FIRE: {} of {} molecules converged, {mean:.0} force evaluations per molecule on average\n",
             kept.len() - unconverged,
             kept.len()
+        );
+    }
+    if gen.generation().guard() == Guard::Energy {
+        out.summary += &format!(
+            "energy guard: {rejected} of {} structures are the input unchanged (the energy model put \
+             every refinement of them higher; `physcon_refined=F` in the output)\n",
+            predictions.len()
         );
     }
     if !out.notes.is_empty() {

@@ -108,6 +108,17 @@ fn quick_preset_end_to_end() {
     predict(&predict_args(None)).unwrap();
     let predicted = read_extxyz(&output).unwrap();
     assert_eq!(predicted.len(), 4 * 2);
+    // Each structure says whether the energy guard kept its refinement, and how the
+    // energy model's energy changed (never up).
+    let text = std::fs::read_to_string(&output).unwrap();
+    let changes: Vec<f64> = text
+        .split_whitespace()
+        .filter_map(|w| w.strip_prefix("physcon_energy_change="))
+        .map(|v| v.parse().unwrap())
+        .collect();
+    assert_eq!(changes.len(), 8);
+    assert!(changes.iter().all(|c| *c <= 0.0), "{changes:?}");
+    assert_eq!(text.matches("physcon_refined=").count(), 8);
     assert_eq!(predicted[0].mol_id, "nci-04846");
     assert_eq!(predicted[0].species, [8, 6, 8, 1, 1]);
     assert_eq!(predicted[0].level.as_deref(), Some("physcon-consistency"));
@@ -120,6 +131,10 @@ fn quick_preset_end_to_end() {
         positions.slice(physcon::ndarray::s![1, 5..10, ..]),
         predicted[3].pos_view()
     );
+    let refined: physcon::ndarray::Array2<bool> = arrays.by_name("refined").unwrap();
+    let change: physcon::ndarray::Array2<f64> = arrays.by_name("energy_change").unwrap();
+    assert_eq!((refined.dim(), change.dim()), ((4, 2), (4, 2)));
+    assert!(change.iter().all(|c| *c <= 0.0));
     let ids = npz::read_mol_ids(&mut arrays).unwrap();
     assert_eq!(ids, ["nci-04846", "nci-04846", "nci-03004", "nci-03004"]);
     // Neither output is replaced without --force.
@@ -180,4 +195,36 @@ fn quick_preset_end_to_end() {
         Err(Error::File { reason, .. }) if reason.contains("`model.hidden = 32`")
     ));
     std::fs::remove_dir_all(&out).unwrap();
+}
+
+/// `--guard` and `--rounds` are refused where the generation has no use for them,
+/// naming the flag, before any model is read.
+#[test]
+fn guard_and_rounds_only_where_they_apply() {
+    use crate::eval::Guard;
+    use crate::generation::check_generation;
+    let gen = |extra: &[&str]| {
+        let mut argv = vec!["train"];
+        argv.extend(extra);
+        TrainArgs::try_parse_from(argv).unwrap().gen
+    };
+    let refused = |extra: &[&str]| match check_generation(&gen(extra), 1000) {
+        Err(Error::Flag { flag, reason }) => format!("{flag}: {reason}"),
+        other => panic!("{extra:?} accepted: {:?}", other.map(|_| ())),
+    };
+    assert!(refused(&["--generation", "fire", "--guard", "energy"]).starts_with("--guard:"));
+    assert!(refused(&["--generation", "noise", "--guard", "off"]).starts_with("--guard:"));
+    assert!(refused(&["--rounds", "0"]).starts_with("--rounds: must lie in 1..=100"));
+    assert!(refused(&["--rounds", "2", "--generation", "refine"]).starts_with("--rounds: only"));
+    for ok in [
+        &["--rounds", "3"][..],
+        &["--generation", "refine", "--guard", "off"],
+        &["--generation", "fire"],
+    ] {
+        check_generation(&gen(ok), 1000).unwrap();
+    }
+    // Relax and refine are guarded unless told otherwise; the others have nothing to guard.
+    assert_eq!(gen(&[]).generation().guard(), Guard::Energy);
+    assert_eq!(gen(&["--guard", "off"]).generation().guard(), Guard::Off);
+    assert_eq!(gen(&["--generation", "fire"]).generation().guard(), Guard::Off);
 }

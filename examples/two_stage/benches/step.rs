@@ -48,7 +48,7 @@ use two_stage::log::Log;
 use two_stage::model::Graph;
 use two_stage::objective::{Arm, Teacher};
 use two_stage::optim::zero_grads;
-use two_stage::settings::{Preset, Settings};
+use two_stage::settings::{OptimalityForm, Preset, Settings};
 use two_stage::training::{seed_step, Trainer};
 
 #[derive(Parser, Debug)]
@@ -98,6 +98,8 @@ const LR: f64 = 1e-6;
 fn trainer(data: &TrainData, batch_size: usize) -> Result<Trainer> {
     let mut settings = Settings::preset(Preset::Cpu)?;
     settings.plan.batch_size = batch_size;
+    // scripts/bench_pytorch.py replays the stationarity form, not the preset's default.
+    settings.optimality = OptimalityForm::Stationarity;
     let stage2 = settings.plan.stage1_steps;
     let mut t = Trainer::new(settings, SEED, data)?;
     t.skip_to(stage2);

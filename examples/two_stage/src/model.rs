@@ -43,6 +43,16 @@ pub struct ModelConfig {
     pub rbf: i64,
     /// Largest centre of the radial basis (Å).
     pub rbf_max: f64,
+    /// Whether the energy head has an encoder of its own (same sizes) instead of
+    /// sharing the denoiser's (absent in checkpoints from before: shared).
+    #[serde(default)]
+    pub separate_energy_encoder: bool,
+    /// Smooth cutoff of the messages (Å): each pair's message is scaled by
+    /// `(1 + cos(π d / cutoff)) / 2` below `cutoff` and 0 beyond, so an atom's
+    /// features depend on its neighbourhood only; 0 is no cutoff (absent in
+    /// checkpoints from before: none).
+    #[serde(default)]
+    pub cutoff: f64,
 }
 
 impl ModelConfig {
@@ -70,6 +80,12 @@ impl ModelConfig {
                 reason: format!("must be positive and finite (Å), got {}", self.rbf_max),
             });
         }
+        if !(self.cutoff.is_finite() && self.cutoff >= 0.0) {
+            return Err(Error::Invalid {
+                name: "model.cutoff",
+                reason: format!("must be 0 (none) or positive and finite (Å), got {}", self.cutoff),
+            });
+        }
         Ok(())
     }
 }
@@ -81,6 +97,8 @@ impl Default for ModelConfig {
             layers: 3,
             rbf: 16,
             rbf_max: 6.0,
+            separate_energy_encoder: false,
+            cutoff: 0.0,
         }
     }
 }
@@ -199,12 +217,34 @@ impl Layer {
     }
 }
 
-/// Shared encoder, energy head and eps head.
+/// Message passing from atom types, positions and (for the denoiser) the
+/// diffusion time to atom features.
+struct Encoder {
+    embed: nn::Embedding,
+    /// The time embedding; `None` for an energy-only encoder (always at t = 0).
+    time: Option<nn::Linear>,
+    layers: Vec<Layer>,
+}
+
+impl Encoder {
+    fn new(p: &nn::Path, config: &ModelConfig, with_time: bool) -> Self {
+        let h = config.hidden;
+        Self {
+            embed: nn::embedding(p / "embed", ELEMENTS.len() as i64, h, Default::default()),
+            time: with_time.then(|| nn::linear(p / "time", 2 * TIME_FREQUENCIES, h, Default::default())),
+            layers: (0..config.layers)
+                .map(|k| Layer::new(p / format!("layer{k}"), config))
+                .collect(),
+        }
+    }
+}
+
+/// Encoder, energy head and eps head; the energy head has an encoder of its
+/// own with [`ModelConfig::separate_energy_encoder`].
 pub struct Model {
     config: ModelConfig,
-    embed: nn::Embedding,
-    time: nn::Linear,
-    layers: Vec<Layer>,
+    encoder: Encoder,
+    energy_encoder: Option<Encoder>,
     energy1: nn::Linear,
     energy2: nn::Linear,
     eps1: nn::Linear,
@@ -228,11 +268,11 @@ impl Model {
         let h = config.hidden;
         let references = p.zeros_no_train("references", &[ELEMENTS.len() as i64]);
         Self {
-            embed: nn::embedding(p / "embed", ELEMENTS.len() as i64, h, Default::default()),
-            time: nn::linear(p / "time", 2 * TIME_FREQUENCIES, h, Default::default()),
-            layers: (0..config.layers)
-                .map(|k| Layer::new(p / format!("layer{k}"), &config))
-                .collect(),
+            // The shared encoder's variables keep the root names checkpoints always had.
+            encoder: Encoder::new(p, &config, true),
+            energy_encoder: config
+                .separate_energy_encoder
+                .then(|| Encoder::new(&(p / "energy_encoder"), &config, false)),
             energy1: nn::linear(p / "energy1", h, h, Default::default()),
             energy2: nn::linear(p / "energy2", h, 1, Default::default()),
             eps1: nn::linear(p / "eps1", h, h, Default::default()),
@@ -257,7 +297,9 @@ impl Model {
         Ok(())
     }
 
-    fn encode(&self, g: &Graph, pos: &Tensor, t_fraction: &Tensor) -> Encoded {
+    /// Atom features from `encoder`; `t_fraction` is t/T per molecule, or `None`
+    /// for an energy-only encoder.
+    fn encode(&self, encoder: &Encoder, g: &Graph, pos: &Tensor, t_fraction: Option<&Tensor>) -> Encoded {
         let kind = pos.kind();
         let diff = pos.index_select(0, &g.receiver) - pos.index_select(0, &g.sender);
         // Pairs are i != j, so the distance is positive except for coincident atoms; the
@@ -266,18 +308,30 @@ impl Model {
         let centres = Tensor::linspace(0.0, self.config.rbf_max, self.config.rbf, (kind, pos.device()));
         let width = self.config.rbf_max / (self.config.rbf - 1) as f64;
         let rbf = (-(dist.unsqueeze(1) - centres).square() / (2.0 * width * width)).exp();
-        let freqs =
-            (Tensor::arange(TIME_FREQUENCIES, (kind, pos.device())) * 2f64.ln()).exp() * std::f64::consts::PI;
-        let angles = t_fraction.unsqueeze(1) * freqs;
-        let time = self.time.forward(&Tensor::cat(&[angles.sin(), angles.cos()], 1));
-        let mut h = self.embed.forward(&g.element) + time.index_select(0, g.layout.batch());
+        let mut h = encoder.embed.forward(&g.element);
+        if let (Some(time), Some(t_fraction)) = (&encoder.time, t_fraction) {
+            let freqs = (Tensor::arange(TIME_FREQUENCIES, (kind, pos.device())) * 2f64.ln()).exp()
+                * std::f64::consts::PI;
+            let angles = t_fraction.unsqueeze(1) * freqs;
+            let time = time.forward(&Tensor::cat(&[angles.sin(), angles.cos()], 1));
+            h = h + time.index_select(0, g.layout.batch());
+        }
         let edge_features = Tensor::cat(&[rbf, g.bond.shallow_clone()], 1);
+        // The cosine envelope and its derivative vanish at the cutoff, so energies
+        // stay twice differentiable as a pair crosses it.
+        let envelope = (self.config.cutoff > 0.0).then(|| {
+            let x = (&dist / self.config.cutoff).clamp_max(1.0);
+            ((x * std::f64::consts::PI).cos() + 1.0).unsqueeze(1) * 0.5
+        });
         let mut message = Tensor::zeros([0], (kind, pos.device()));
-        for layer in &self.layers {
+        for layer in &encoder.layers {
             let pre = layer.receiver.forward(&h).index_select(0, &g.receiver)
                 + layer.sender.forward(&h).index_select(0, &g.sender)
                 + layer.edge.forward(&edge_features);
             message = layer.edge2.forward(&pre.silu()).silu();
+            if let Some(envelope) = &envelope {
+                message = message * envelope;
+            }
             let aggregate = Tensor::zeros_like(&h).index_add(0, &g.receiver, &message) * &g.inv_neighbours;
             h = &h
                 + layer
@@ -297,8 +351,13 @@ impl Model {
     /// # Errors
     /// Positions that do not fit the graph's layout.
     pub fn energy(&self, g: &Graph, pos: &Tensor) -> physcon::Result<Tensor> {
-        let zero_time = Tensor::zeros([g.layout.num_molecules()], (pos.kind(), pos.device()));
-        let e = self.encode(g, pos, &zero_time);
+        let e = match &self.energy_encoder {
+            Some(encoder) => self.encode(encoder, g, pos, None),
+            None => {
+                let zero_time = Tensor::zeros([g.layout.num_molecules()], (pos.kind(), pos.device()));
+                self.encode(&self.encoder, g, pos, Some(&zero_time))
+            }
+        };
         let atomic = self
             .energy2
             .forward(&self.energy1.forward(&e.h).silu())
@@ -313,7 +372,7 @@ impl Model {
     /// Positions that do not fit the graph's layout.
     pub fn eps(&self, g: &Graph, x_t: &Tensor, t: &Tensor) -> physcon::Result<Tensor> {
         let t_fraction = t.to_kind(x_t.kind()) / self.steps as f64;
-        let e = self.encode(g, x_t, &t_fraction);
+        let e = self.encode(&self.encoder, g, x_t, Some(&t_fraction));
         let w = self.eps2.forward(&self.eps1.forward(&e.message).silu());
         let vectors = &e.diff / (e.dist.unsqueeze(1) + 1.0) * w;
         let eps = Tensor::zeros_like(x_t).index_add(0, &g.receiver, &vectors) * &g.inv_neighbours;
@@ -342,6 +401,11 @@ mod tests {
     }
 
     fn model() -> (std::sync::MutexGuard<'static, ()>, nn::VarStore, Model) {
+        model_with(false, 0.0)
+    }
+
+    /// A small model in f64, its energy encoder shared or not, with a message cutoff or not.
+    fn model_with(separate: bool, cutoff: f64) -> (std::sync::MutexGuard<'static, ()>, nn::VarStore, Model) {
         let rng = crate::rng_lock();
         tch::set_num_threads(1);
         tch::manual_seed(3);
@@ -353,6 +417,8 @@ mod tests {
                 layers: 2,
                 rbf: 8,
                 rbf_max: 5.0,
+                separate_energy_encoder: separate,
+                cutoff,
             },
             1000,
         );
@@ -468,6 +534,44 @@ mod tests {
         };
         let report = check_energy_model(&energy, &batch, &ModelCheck::default()).unwrap();
         assert!(report.passed(), "{report}");
+    }
+
+    /// The energy head's variants pass the same check: an encoder of its own, and
+    /// a cutoff (2.5 Å) that some pairs of the fixture's molecules lie beyond.
+    /// With its own encoder the energy does not move when the denoiser's does.
+    #[test]
+    fn energy_variants_pass_the_model_check() {
+        let (batch, _, _) = batches();
+        for (separate, cutoff) in [(true, 0.0), (false, 2.5), (true, 2.5)] {
+            let (_rng, vs, model) = model_with(separate, cutoff);
+            let energy = |b: &MolBatch| -> physcon::Result<Tensor> {
+                model.energy(&Graph::new(b, Kind::Double)?, b.pos())
+            };
+            let report = check_energy_model(&energy, &batch, &ModelCheck::default()).unwrap();
+            assert!(report.passed(), "separate {separate}, cutoff {cutoff}: {report}");
+            let g = Graph::new(&batch, Kind::Double).unwrap();
+            let before = model.energy(&g, batch.pos()).unwrap();
+            let shared = vs
+                .variables()
+                .into_iter()
+                .filter(|(name, _)| name.starts_with("layer0."));
+            tch::no_grad(|| shared.for_each(|(_, mut v)| v.copy_(&(&v + 0.1))));
+            let moved = (model.energy(&g, batch.pos()).unwrap() - before)
+                .abs()
+                .max()
+                .double_value(&[]);
+            assert_eq!(
+                moved == 0.0,
+                separate,
+                "separate {separate}: the energy moved by {moved}"
+            );
+        }
+        assert!(ModelConfig {
+            cutoff: -1.0,
+            ..ModelConfig::default()
+        }
+        .validate()
+        .is_err());
     }
 
     #[test]

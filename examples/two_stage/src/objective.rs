@@ -403,11 +403,22 @@ mod tests {
         ));
     }
 
+    /// A fresh model (default size) and what an [`Objective`] over it needs.
+    fn parts(settings: &Settings) -> (tch::nn::VarStore, Model, NoiseSchedule, Losses) {
+        let vs = tch::nn::VarStore::new(Device::Cpu);
+        let model = Model::new(
+            &vs.root(),
+            crate::model::ModelConfig::default(),
+            settings.diffusion_steps,
+        );
+        let schedule = NoiseSchedule::cosine(settings.diffusion_steps).unwrap();
+        (vs, model, schedule, Losses::new(settings).unwrap())
+    }
+
     /// The oracle's score term is the method's with the labels as the forces: with
     /// labels equal to the model's own forces, the two are the same number.
     #[test]
     fn the_oracle_takes_the_labels_where_the_method_takes_the_model() {
-        use crate::model::ModelConfig;
         use crate::settings::{Preset, Settings};
         use physcon::data::Splits;
         use physcon::forces;
@@ -415,10 +426,7 @@ mod tests {
         let _rng = crate::rng_lock();
         tch::set_num_threads(1);
         let settings = Settings::preset(Preset::Quick).unwrap();
-        let vs = tch::nn::VarStore::new(Device::Cpu);
-        let model = Model::new(&vs.root(), ModelConfig::default(), settings.diffusion_steps);
-        let schedule = NoiseSchedule::cosine(settings.diffusion_steps).unwrap();
-        let losses = Losses::new(&settings).unwrap();
+        let (_vs, model, schedule, losses) = parts(&settings);
         let objective = Objective {
             model: &model,
             settings: &settings,
@@ -454,7 +462,6 @@ mod tests {
     #[test]
     fn score_consistency_is_taught_on_the_frames_the_settings_name() {
         use crate::data::StepBatches;
-        use crate::model::ModelConfig;
         use crate::settings::{Preset, ScoreFrames, Settings};
         use physcon::data::Splits;
 
@@ -482,10 +489,7 @@ mod tests {
                 score_frames: on,
                 ..Settings::preset(Preset::Quick).unwrap()
             };
-            let vs = tch::nn::VarStore::new(Device::Cpu);
-            let model = Model::new(&vs.root(), ModelConfig::default(), settings.diffusion_steps);
-            let schedule = NoiseSchedule::cosine(settings.diffusion_steps).unwrap();
-            let losses = Losses::new(&settings).unwrap();
+            let (_vs, model, schedule, losses) = parts(&settings);
             let objective = Objective {
                 model: &model,
                 settings: &settings,

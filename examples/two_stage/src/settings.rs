@@ -88,7 +88,7 @@ impl Settings {
             kt: Temperature::kelvin(450.0)?.kt(),
             score_t: 1..=20,
             optimality_t: 1..=10,
-            optimality: OptimalityForm::Stationarity,
+            optimality: OptimalityForm::EnergyDescent,
             score_frames: ScoreFrames::Perturbed,
             small_t_fraction: 0.0,
             small_t: 1..=100,

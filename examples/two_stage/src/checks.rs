@@ -173,6 +173,10 @@ pub fn exploded_hint(generation: GenerationName) -> &'static str {
             "FIRE followed the energy model into a broken structure (the model's energy cannot be \
              trusted for this molecule); try --generation relax"
         }
+        GenerationName::Descent => {
+            "descent followed the energy model into a broken structure (the model's energy cannot \
+             be trusted for this molecule); try a smaller --descent-step or --generation relax"
+        }
         GenerationName::Noise => {
             "the structure generated from noise exploded; try --generation relax or refine, or more \
              --ddim-steps"

@@ -40,6 +40,10 @@ pub enum Generation {
     /// The reference without the structure model: the cheap structure relaxed on
     /// the energy model by FIRE.
     Fire(Fire),
+    /// Without the structure model: `steps` fixed steps `R += step · F(R)` along the
+    /// energy model's forces (`step` in Å²/eV), each kept only where the energy model's
+    /// energy does not rise.
+    Descent { step: f64, steps: i64 },
 }
 
 /// Whether a refinement must lower the energy model's energy to be kept.
@@ -83,6 +87,10 @@ impl Generation {
                 )
             }
             Generation::Noise { steps } => format!("from noise ({steps} DDIM steps)"),
+            Generation::Descent { step, steps } => format!(
+                "{steps} steps of {step} Å²/eV along the energy model's forces from the MMFF structure, \
+                 each kept only where the energy model's energy does not rise"
+            ),
             Generation::Fire(f) => format!(
                 "FIRE relaxation of the MMFF structure on the energy model (fmax {} eV/Å, at most {} steps)",
                 f.fmax, f.max_steps
@@ -92,13 +100,17 @@ impl Generation {
 
     /// Whether every sample of a molecule is the same structure.
     pub fn is_deterministic(&self) -> bool {
-        matches!(self, Generation::Relax { .. } | Generation::Fire(_))
+        matches!(
+            self,
+            Generation::Relax { .. } | Generation::Fire(_) | Generation::Descent { .. }
+        )
     }
 
     /// The energy guard, where the generation refines a given structure.
     pub fn guard(&self) -> Guard {
         match self {
             Generation::Refine { guard, .. } | Generation::Relax { guard, .. } => *guard,
+            Generation::Descent { .. } => Guard::Energy,
             Generation::Noise { .. } | Generation::Fire(_) => Guard::Off,
         }
     }
@@ -150,6 +162,13 @@ pub fn generate(
                 guarded: None,
             });
         }
+        Generation::Descent { step, steps } => {
+            let descend = |x: &Tensor| -> Result<Tensor> {
+                let f = physcon::forces(&model.energy_model(g), x, &g.layout, false)?;
+                Ok(x + f.detach() * step)
+            };
+            return guarded_rounds(model, g, start, samples, steps, descend);
+        }
         Generation::Refine { start: t0, steps, .. } => (Some((t0, true)), steps, 1),
         Generation::Relax {
             start: t0,
@@ -177,38 +196,66 @@ pub fn generate(
         };
         Ok(sample(&denoiser, schedule, layout, config, &x)?)
     };
-    let one = || -> Result<(Tensor, Option<Guarded>)> {
+    let step = |x: &Tensor| tch::no_grad(|| round(x));
+    match guard {
+        Guard::Energy => guarded_rounds(model, g, start, samples, rounds, step),
+        Guard::Off => {
+            let one = || -> Result<Tensor> {
+                let mut x = start.shallow_clone();
+                for _ in 0..rounds {
+                    x = step(&x)?;
+                }
+                Ok(x)
+            };
+            Ok(Generated {
+                samples: (0..samples).map(|_| one()).collect::<Result<Vec<_>>>()?,
+                fire: None,
+                guarded: None,
+            })
+        }
+    }
+}
+
+/// `samples` times: `rounds` applications of `step` from `start`, each kept only
+/// where the energy model puts its result at or below the structure it started from.
+fn guarded_rounds(
+    model: &Model,
+    g: &Graph,
+    start: &Tensor,
+    samples: i64,
+    rounds: i64,
+    step: impl Fn(&Tensor) -> Result<Tensor>,
+) -> Result<Generated> {
+    let layout = &g.layout;
+    let energy = |x: &Tensor| tch::no_grad(|| model.energy(g, x));
+    let one = || -> Result<(Tensor, Guarded)> {
         let mut x = start.shallow_clone();
         let mut accepted = Tensor::zeros([layout.num_molecules()], (Kind::Bool, start.device()));
         for _ in 0..rounds {
-            let candidate = round(&x)?;
-            x = match guard {
-                Guard::Off => candidate,
-                Guard::Energy => {
-                    let (kept, took) = keep_lower(model, g, &candidate, &x)?;
-                    accepted = accepted.logical_or(&took);
-                    kept
-                }
-            };
+            // `step` runs with autograd on: descent takes the energy model's forces.
+            let candidate = step(&x)?;
+            let (kept, took) = tch::no_grad(|| keep_lower(model, g, &candidate, &x))?;
+            accepted = accepted.logical_or(&took);
+            x = kept;
         }
-        let guarded = match guard {
-            Guard::Off => None,
-            Guard::Energy => Some(Guarded {
-                energy_change: model.energy(g, &x)? - model.energy(g, start)?,
+        let energy_change = energy(&x)? - energy(start)?;
+        Ok((
+            x,
+            Guarded {
+                energy_change,
                 accepted,
-            }),
-        };
-        Ok((x, guarded))
+            },
+        ))
     };
-    let (samples, guarded): (Vec<Tensor>, Vec<Option<Guarded>>) = (0..samples)
-        .map(|_| tch::no_grad(one))
+    let (samples, guarded): (Vec<Tensor>, Vec<Guarded>) = (0..samples)
+        .map(|_| one())
         .collect::<Result<Vec<_>>>()?
         .into_iter()
         .unzip();
     Ok(Generated {
         samples,
         fire: None,
-        guarded: guarded.into_iter().collect(),
+        guarded: Some(guarded),
     })
 }
 

@@ -27,6 +27,10 @@ pub enum GenerationName {
     /// No structure model: relax the input structure on the energy model with FIRE
     /// (--fmax, --max-steps); the reference the structure model is measured against.
     Fire,
+    /// No structure model: --descent-steps fixed steps `R += step F(R)` along the
+    /// energy model's forces (--descent-step, Å²/eV), each kept only where it lowers
+    /// the energy model's energy (the guard).
+    Descent,
 }
 
 impl GenerationName {
@@ -37,6 +41,7 @@ impl GenerationName {
             GenerationName::Refine => "refine",
             GenerationName::Noise => "noise",
             GenerationName::Fire => "fire",
+            GenerationName::Descent => "descent",
         }
     }
 }
@@ -65,6 +70,13 @@ pub struct GenArgs {
     /// DDIM steps.
     #[arg(long, default_value_t = 10)]
     pub ddim_steps: i64,
+    /// Descent: the step along the energy model's forces (Å²/eV; the default is half
+    /// of what relax from t = 10 takes at 450 K, `s_10²/kT`).
+    #[arg(long, default_value_t = 0.008)]
+    pub descent_step: f64,
+    /// Descent: how many steps.
+    #[arg(long, default_value_t = 2)]
+    pub descent_steps: i64,
     /// Relax: how many times the relaxation runs, each from the last one's structure.
     #[arg(long, default_value_t = 1)]
     pub rounds: i64,
@@ -97,6 +109,10 @@ impl GenArgs {
             },
             GenerationName::Noise => Generation::Noise {
                 steps: self.ddim_steps,
+            },
+            GenerationName::Descent => Generation::Descent {
+                step: self.descent_step,
+                steps: self.descent_steps,
             },
             GenerationName::Fire => Generation::Fire(Fire {
                 fmax: self.fmax,
@@ -140,6 +156,20 @@ pub fn check_generation(gen: &GenArgs, diffusion_steps: i64) -> Result<()> {
                 gen.samples()
             ),
         ));
+    }
+    if gen.generation == GenerationName::Descent {
+        if !(gen.descent_step.is_finite() && gen.descent_step > 0.0 && gen.descent_step <= 1.0) {
+            return Err(flag(
+                "--descent-step",
+                format!("must lie in (0, 1] Å²/eV, got {}", gen.descent_step),
+            ));
+        }
+        if !(1..=MAX_ROUNDS).contains(&gen.descent_steps) {
+            return Err(flag(
+                "--descent-steps",
+                format!("must lie in 1..={MAX_ROUNDS}, got {}", gen.descent_steps),
+            ));
+        }
     }
     let refines = matches!(gen.generation, GenerationName::Refine | GenerationName::Relax);
     if let (Some(name), false) = (gen.guard, refines) {
@@ -187,6 +217,7 @@ pub fn check_generation(gen: &GenArgs, diffusion_steps: i64) -> Result<()> {
             (gen.start, "--start")
         }
         GenerationName::Noise => (diffusion_steps, "the checkpoint's diffusion steps"),
+        GenerationName::Descent => return Ok(()),
         GenerationName::Fire => {
             if !(gen.fmax.is_finite() && gen.fmax > 0.0) {
                 return Err(flag(

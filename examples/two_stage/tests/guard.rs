@@ -77,6 +77,39 @@ fn the_guard_keeps_only_refinements_the_energy_model_puts_lower() {
         }
     }
 
+    // Descent steps along the energy model's forces: one small step is the force
+    // times the step where the energy model takes it, never uphill in all.
+    let descent = |steps| Generation::Descent { step: 1e-3, steps };
+    let one = generate(&model, &g, start, 1, descent(1), &schedule).unwrap();
+    let f = physcon::forces(&model.energy_model(&g), start, &g.layout, false).unwrap();
+    let verdict = &one.guarded.as_ref().unwrap()[0];
+    let kept = Vec::<bool>::try_from(&verdict.accepted).unwrap();
+    assert!(
+        kept.iter().filter(|k| **k).count() >= 20,
+        "small steps along the forces go downhill: {kept:?}"
+    );
+    for (m, &k) in kept.iter().enumerate() {
+        let expected = if k {
+            start + &f * 1e-3
+        } else {
+            start.shallow_clone()
+        };
+        let gap = (atoms(&one.samples[0], m) - atoms(&expected, m))
+            .abs()
+            .max()
+            .double_value(&[]);
+        assert!(gap < 1e-6, "molecule {m}: {gap}");
+    }
+    let three = generate(&model, &g, start, 1, descent(3), &schedule).unwrap();
+    let change = per_molecule(three.guarded.as_ref().unwrap()[0].energy_change.shallow_clone());
+    assert!(change.iter().all(|c| *c <= 0.0), "{change:?}");
+    assert!(
+        change.iter().sum::<f64>()
+            < per_molecule(verdict.energy_change.shallow_clone())
+                .iter()
+                .sum::<f64>()
+    );
+
     // Refine draws noise and is guarded against the input alike.
     let refine = Generation::Refine {
         start: 10,

@@ -216,6 +216,14 @@ fn guard_and_rounds_only_where_they_apply() {
     assert!(refused(&["--generation", "noise", "--guard", "off"]).starts_with("--guard:"));
     assert!(refused(&["--rounds", "0"]).starts_with("--rounds: must lie in 1..=100"));
     assert!(refused(&["--rounds", "2", "--generation", "refine"]).starts_with("--rounds: only"));
+    assert!(refused(&["--generation", "descent", "--descent-step", "0"]).starts_with("--descent-step:"));
+    assert!(refused(&["--generation", "descent", "--descent-step", "NaN"]).starts_with("--descent-step:"));
+    assert!(refused(&["--generation", "descent", "--descent-steps", "0"]).starts_with("--descent-steps:"));
+    assert!(refused(&["--generation", "descent", "--guard", "off"]).starts_with("--guard:"));
+    assert_eq!(
+        gen(&["--generation", "descent"]).generation().guard(),
+        Guard::Energy
+    );
     for ok in [
         &["--rounds", "3"][..],
         &["--generation", "refine", "--guard", "off"],

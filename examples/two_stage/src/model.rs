@@ -314,7 +314,7 @@ impl Model {
                 * std::f64::consts::PI;
             let angles = t_fraction.unsqueeze(1) * freqs;
             let time = time.forward(&Tensor::cat(&[angles.sin(), angles.cos()], 1));
-            h = h + time.index_select(0, g.layout.batch());
+            h = &h + time.index_select(0, g.layout.batch());
         }
         let edge_features = Tensor::cat(&[rbf, g.bond.shallow_clone()], 1);
         // The cosine envelope and its derivative vanish at the cutoff, so energies
@@ -330,7 +330,7 @@ impl Model {
                 + layer.edge.forward(&edge_features);
             message = layer.edge2.forward(&pre.silu()).silu();
             if let Some(envelope) = &envelope {
-                message = message * envelope;
+                message = &message * envelope;
             }
             let aggregate = Tensor::zeros_like(&h).index_add(0, &g.receiver, &message) * &g.inv_neighbours;
             h = &h

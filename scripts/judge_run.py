@@ -104,7 +104,7 @@ def main():
     fire_seeds = [int(x) for x in args.fire_seeds.split(",")] if args.fire_seeds else seeds[:1]
     # results[(label, seed)] = per-molecule rows [M, 3]; times[(label, seed)] = ms per molecule;
     # worst[(label, seed)] = (EGap_xtb(arm) - EGap_xtb(MMFF), mol_id) of the molecule made most worse
-    results, times, worst = {}, {}, {}
+    results, times, worst, exploded = {}, {}, {}, {}
     for seed in seeds:
         for arm in args.arms.split(","):
             ckpt = os.path.join(args.run, f"seed-{seed}", f"{arm}.safetensors")
@@ -112,7 +112,8 @@ def main():
                 continue
             runs = [(arm, args.predict_args.split())]
             if args.fire and seed in fire_seeds and arm in ("control", "consistency"):
-                runs.append((f"{arm}, FIRE on its energy", ["--generation", "fire"]))
+                # FIRE may follow the energy model into broken structures: those are left out.
+                runs.append((f"{arm}, FIRE on its energy", ["--generation", "fire", "--skip-bad"]))
             for label, extra in runs:
                 out = os.path.join(tmp, f"{label.replace(' ', '_').replace(',', '')}-{seed}.extxyz")
                 if os.path.exists(out) and os.path.exists(out + ".log"):
@@ -125,12 +126,15 @@ def main():
                         f.write(log + "\n")
                 print(f"seed {seed} {label}: {log}", file=sys.stderr)
                 by_id = judge.file_by_id(out)
-                if set(by_id) != set(cheap_by_id):
+                missing = len(set(cheap_by_id) - set(by_id))
+                if missing and "FIRE" not in label:
                     sys.exit(f"{out}: structures for {len(by_id)} of the {len(cheap_by_id)} molecules")
-                results[(label, seed)] = np.array([by_id[k] for k in cheap_by_id])
+                # A molecule whose structure `predict` left out (exploded) counts as NaN.
+                results[(label, seed)] = np.array([by_id.get(k, (np.nan,) * 3) for k in cheap_by_id])
+                exploded[(label, seed)] = missing
                 times[(label, seed)] = ms
                 worst[(label, seed)] = max(
-                    (by_id[k][2] - cheap_by_id[k][2], k) for k in cheap_by_id if np.isfinite(by_id[k][2])
+                    (by_id[k][2] - cheap_by_id[k][2], k) for k in by_id if np.isfinite(by_id[k][2])
                 )
     labels = list(dict.fromkeys(k[0] for k in results))
 
@@ -144,6 +148,10 @@ def main():
         cols = [fmt([np.nanmean(r[:, k]) for r in per_seed]) for _, k in METRICS]
         wins = fmt([float((r[:, 2] < cheap[:, 2]).sum()) for r in per_seed], 1)
         failed = sum(int(np.isnan(r[:, 2]).sum()) for r in per_seed)
+        lost = sum(exploded.get((label, s), 0) for s in seeds)
+        if lost:
+            cols[0] += f" ({lost} exploded structures left out)"
+            failed -= lost
         if failed:
             cols[2] += f" ({failed} without a converged xTB SCF left out)"
         ms = fmt([times[(label, s)] for s in seeds if (label, s) in times], 1)

@@ -47,7 +47,7 @@ pub enum Generation {
 }
 
 /// Whether a refinement must lower the energy model's energy to be kept.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Guard {
     /// Every refined structure is kept.
     Off,
@@ -55,13 +55,23 @@ pub enum Guard {
     /// model puts it at or below the structure it started from; elsewhere that
     /// structure is returned unchanged.
     Energy,
+    /// As [`Guard::Energy`], and only where no atom has moved farther than this
+    /// (Å) from the input structure (centroids matched): a refinement larger than
+    /// any the model makes on molecules like its training set is a sign of a
+    /// molecule unlike them.
+    EnergyAndMove(f64),
 }
 
 impl Generation {
     pub fn describe(&self) -> String {
         let guarded = |g: &Guard| match g {
-            Guard::Off => "",
-            Guard::Energy => ", kept only where the energy model's energy does not rise",
+            Guard::Off => String::new(),
+            Guard::Energy => ", kept only where the energy model's energy does not rise".into(),
+            Guard::EnergyAndMove(d) => {
+                format!(
+                    ", kept only where the energy model's energy does not rise and no atom moves over {d} Å"
+                )
+            }
         };
         match self {
             Generation::Refine { start, steps, guard } => {
@@ -135,12 +145,28 @@ pub struct Generated {
     pub guarded: Option<Vec<Guarded>>,
 }
 
-/// `candidate` where the energy model puts each molecule at or below `previous`,
-/// `previous` elsewhere; and which molecules took the candidate `[B]`.
-fn keep_lower(model: &Model, g: &Graph, candidate: &Tensor, previous: &Tensor) -> Result<(Tensor, Tensor)> {
-    let lower = model.energy(g, candidate)?.le_tensor(&model.energy(g, previous)?);
-    let atoms = g.layout.expand(&lower)?.unsqueeze(1);
-    Ok((candidate.where_self(&atoms, previous), lower))
+/// `candidate` where the energy model puts each molecule at or below `previous`
+/// (and, with a `max_move`, no atom of it is farther than that from `start`,
+/// centroids matched), `previous` elsewhere; and which molecules took the candidate `[B]`.
+fn keep_lower(
+    model: &Model,
+    g: &Graph,
+    candidate: &Tensor,
+    previous: &Tensor,
+    start: &Tensor,
+    max_move: Option<f64>,
+) -> Result<(Tensor, Tensor)> {
+    let layout = &g.layout;
+    let mut keep = model.energy(g, candidate)?.le_tensor(&model.energy(g, previous)?);
+    if let Some(limit) = max_move {
+        let moved = (layout.centre(candidate)? - layout.centre(start)?).norm_scalaropt_dim(2.0, [1], false);
+        let far = moved.gt(limit).to_kind(candidate.kind());
+        let far_atoms = Tensor::zeros([layout.num_molecules()], (candidate.kind(), candidate.device()))
+            .index_add(0, layout.batch(), &far);
+        keep = keep.logical_and(&far_atoms.eq(0.0));
+    }
+    let atoms = layout.expand(&keep)?.unsqueeze(1);
+    Ok((candidate.where_self(&atoms, previous), keep))
 }
 
 /// `K` structures for the molecules of `batch`, starting from its positions (refinement) or noise.
@@ -167,7 +193,7 @@ pub fn generate(
                 let f = physcon::forces(&model.energy_model(g), x, &g.layout, false)?;
                 Ok(x + f.detach() * step)
             };
-            return guarded_rounds(model, g, start, samples, steps, descend);
+            return guarded_rounds(model, g, start, samples, steps, how.guard(), descend);
         }
         Generation::Refine { start: t0, steps, .. } => (Some((t0, true)), steps, 1),
         Generation::Relax {
@@ -198,7 +224,9 @@ pub fn generate(
     };
     let step = |x: &Tensor| tch::no_grad(|| round(x));
     match guard {
-        Guard::Energy => guarded_rounds(model, g, start, samples, rounds, step),
+        Guard::Energy | Guard::EnergyAndMove(_) => {
+            guarded_rounds(model, g, start, samples, rounds, guard, step)
+        }
         Guard::Off => {
             let one = || -> Result<Tensor> {
                 let mut x = start.shallow_clone();
@@ -217,15 +245,21 @@ pub fn generate(
 }
 
 /// `samples` times: `rounds` applications of `step` from `start`, each kept only
-/// where the energy model puts its result at or below the structure it started from.
+/// where `guard` accepts it (the energy model puts its result at or below the
+/// structure it started from; with a largest move, no atom farther from `start`).
 fn guarded_rounds(
     model: &Model,
     g: &Graph,
     start: &Tensor,
     samples: i64,
     rounds: i64,
+    guard: Guard,
     step: impl Fn(&Tensor) -> Result<Tensor>,
 ) -> Result<Generated> {
+    let max_move = match guard {
+        Guard::EnergyAndMove(d) => Some(d),
+        Guard::Energy | Guard::Off => None,
+    };
     let layout = &g.layout;
     let energy = |x: &Tensor| tch::no_grad(|| model.energy(g, x));
     let one = || -> Result<(Tensor, Guarded)> {
@@ -234,7 +268,7 @@ fn guarded_rounds(
         for _ in 0..rounds {
             // `step` runs with autograd on: descent takes the energy model's forces.
             let candidate = step(&x)?;
-            let (kept, took) = tch::no_grad(|| keep_lower(model, g, &candidate, &x))?;
+            let (kept, took) = tch::no_grad(|| keep_lower(model, g, &candidate, &x, start, max_move))?;
             accepted = accepted.logical_or(&took);
             x = kept;
         }

@@ -60,6 +60,29 @@ fn the_guard_keeps_only_refinements_the_energy_model_puts_lower() {
         assert!(*c <= 0.0 && (c - d).abs() < 1e-6, "molecule {m}: {c} vs {d}");
     }
 
+    // A largest move: nothing moves under a limit no refinement keeps to; a limit no
+    // refinement reaches changes nothing.
+    let tight = generate(
+        &model,
+        &g,
+        start,
+        1,
+        relax(1, Guard::EnergyAndMove(1e-9)),
+        &schedule,
+    )
+    .unwrap();
+    assert!(tight.samples[0].equal(start));
+    let loose = generate(
+        &model,
+        &g,
+        start,
+        1,
+        relax(1, Guard::EnergyAndMove(100.0)),
+        &schedule,
+    )
+    .unwrap();
+    assert!(loose.samples[0].equal(&guarded.samples[0]));
+
     // Several rounds: never above the start, and a molecule refused every round is the start.
     let rounds = generate(&model, &g, start, 1, relax(3, Guard::Energy), &schedule).unwrap();
     let verdict = &rounds.guarded.as_ref().unwrap()[0];

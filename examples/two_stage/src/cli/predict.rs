@@ -311,10 +311,16 @@ pub fn predict(args: &PredictArgs) -> Result<Predicted> {
             kept.len()
         );
     }
-    if gen.generation().guard() == Guard::Energy {
+    let why = match gen.generation().guard() {
+        Guard::Off => None,
+        Guard::Energy => Some("the energy model put every refinement of them higher".to_owned()),
+        Guard::EnergyAndMove(d) => Some(format!(
+            "the energy model put every refinement of them higher, or it moved an atom over {d} Å"
+        )),
+    };
+    if let Some(why) = why {
         out.summary += &format!(
-            "energy guard: {rejected} of {} structures are the input unchanged (the energy model put \
-             every refinement of them higher; `physcon_refined=F` in the output)\n",
+            "guard: {rejected} of {} structures are the input unchanged ({why}; `physcon_refined=F` in the output)\n",
             predictions.len()
         );
     }

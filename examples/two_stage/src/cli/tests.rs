@@ -232,7 +232,9 @@ fn guard_and_rounds_only_where_they_apply() {
         check_generation(&gen(ok), 1000).unwrap();
     }
     // Relax and refine are guarded unless told otherwise; the others have nothing to guard.
-    assert_eq!(gen(&[]).generation().guard(), Guard::Energy);
+    assert_eq!(gen(&[]).generation().guard(), Guard::EnergyAndMove(0.03));
+    assert_eq!(gen(&["--max-move", "0"]).generation().guard(), Guard::Energy);
+    assert!(refused(&["--max-move=-0.1"]).starts_with("--max-move:"));
     assert_eq!(gen(&["--guard", "off"]).generation().guard(), Guard::Off);
     assert_eq!(gen(&["--generation", "fire"]).generation().guard(), Guard::Off);
 }

@@ -145,19 +145,18 @@ pub struct Generated {
     pub guarded: Option<Vec<Guarded>>,
 }
 
-/// `candidate` where the energy model puts each molecule at or below `previous`
-/// (and, with a `max_move`, no atom of it is farther than that from `start`,
-/// centroids matched), `previous` elsewhere; and which molecules took the candidate `[B]`.
-fn keep_lower(
-    model: &Model,
-    g: &Graph,
+/// Which molecules of `candidate` the guard keeps `[B]`: those the energy model
+/// puts at or below the structure they came from (`e_candidate <= e_previous`)
+/// and, with a `max_move`, whose atoms are all within it of `start` (centroids matched).
+fn kept_by_guard(
+    layout: &physcon::BatchLayout,
     candidate: &Tensor,
-    previous: &Tensor,
+    e_candidate: &Tensor,
+    e_previous: &Tensor,
     start: &Tensor,
     max_move: Option<f64>,
-) -> Result<(Tensor, Tensor)> {
-    let layout = &g.layout;
-    let mut keep = model.energy(g, candidate)?.le_tensor(&model.energy(g, previous)?);
+) -> Result<Tensor> {
+    let mut keep = e_candidate.le_tensor(e_previous);
     if let Some(limit) = max_move {
         let moved = (layout.centre(candidate)? - layout.centre(start)?).norm_scalaropt_dim(2.0, [1], false);
         let far = moved.gt(limit).to_kind(candidate.kind());
@@ -165,8 +164,7 @@ fn keep_lower(
             .index_add(0, layout.batch(), &far);
         keep = keep.logical_and(&far_atoms.eq(0.0));
     }
-    let atoms = layout.expand(&keep)?.unsqueeze(1);
-    Ok((candidate.where_self(&atoms, previous), keep))
+    Ok(keep)
 }
 
 /// `K` structures for the molecules of `batch`, starting from its positions (refinement) or noise.
@@ -193,7 +191,7 @@ pub fn generate(
                 let f = physcon::forces(&model.energy_model(g), x, &g.layout, false)?;
                 Ok(x + f.detach() * step)
             };
-            return guarded_rounds(model, g, start, samples, steps, how.guard(), descend);
+            return run_rounds(model, g, start, samples, steps, how.guard(), descend);
         }
         Generation::Refine { start: t0, steps, .. } => (Some((t0, true)), steps, 1),
         Generation::Relax {
@@ -223,31 +221,14 @@ pub fn generate(
         Ok(sample(&denoiser, schedule, layout, config, &x)?)
     };
     let step = |x: &Tensor| tch::no_grad(|| round(x));
-    match guard {
-        Guard::Energy | Guard::EnergyAndMove(_) => {
-            guarded_rounds(model, g, start, samples, rounds, guard, step)
-        }
-        Guard::Off => {
-            let one = || -> Result<Tensor> {
-                let mut x = start.shallow_clone();
-                for _ in 0..rounds {
-                    x = step(&x)?;
-                }
-                Ok(x)
-            };
-            Ok(Generated {
-                samples: (0..samples).map(|_| one()).collect::<Result<Vec<_>>>()?,
-                fire: None,
-                guarded: None,
-            })
-        }
-    }
+    run_rounds(model, g, start, samples, rounds, guard, step)
 }
 
-/// `samples` times: `rounds` applications of `step` from `start`, each kept only
-/// where `guard` accepts it (the energy model puts its result at or below the
-/// structure it started from; with a largest move, no atom farther from `start`).
-fn guarded_rounds(
+/// `samples` times: `rounds` applications of `step` from `start`; with a guard,
+/// each kept only where the guard accepts it (the energy model puts its result at
+/// or below the structure it started from; with a largest move, no atom farther
+/// from `start`), with what the guard decided.
+fn run_rounds(
     model: &Model,
     g: &Graph,
     start: &Tensor,
@@ -262,26 +243,41 @@ fn guarded_rounds(
     };
     let layout = &g.layout;
     let energy = |x: &Tensor| tch::no_grad(|| model.energy(g, x));
-    let one = || -> Result<(Tensor, Guarded)> {
+    // The energy of the start is the same for every sample.
+    let e_start = match guard {
+        Guard::Off => None,
+        Guard::Energy | Guard::EnergyAndMove(_) => Some(energy(start)?),
+    };
+    let one = || -> Result<(Tensor, Option<Guarded>)> {
         let mut x = start.shallow_clone();
+        let Some(e_start) = &e_start else {
+            for _ in 0..rounds {
+                x = step(&x)?;
+            }
+            return Ok((x, None));
+        };
+        let mut e_x = e_start.shallow_clone();
         let mut accepted = Tensor::zeros([layout.num_molecules()], (Kind::Bool, start.device()));
         for _ in 0..rounds {
             // `step` runs with autograd on: descent takes the energy model's forces.
             let candidate = step(&x)?;
-            let (kept, took) = tch::no_grad(|| keep_lower(model, g, &candidate, &x, start, max_move))?;
-            accepted = accepted.logical_or(&took);
-            x = kept;
+            let e_candidate = energy(&candidate)?;
+            let keep =
+                tch::no_grad(|| kept_by_guard(layout, &candidate, &e_candidate, &e_x, start, max_move))?;
+            x = candidate.where_self(&layout.expand(&keep)?.unsqueeze(1), &x);
+            e_x = e_candidate.where_self(&keep, &e_x);
+            accepted = accepted.logical_or(&keep);
         }
-        let energy_change = energy(&x)? - energy(start)?;
+        let energy_change = e_x - e_start;
         Ok((
             x,
-            Guarded {
+            Some(Guarded {
                 energy_change,
                 accepted,
-            },
+            }),
         ))
     };
-    let (samples, guarded): (Vec<Tensor>, Vec<Guarded>) = (0..samples)
+    let (samples, guarded): (Vec<Tensor>, Vec<Option<Guarded>>) = (0..samples)
         .map(|_| one())
         .collect::<Result<Vec<_>>>()?
         .into_iter()
@@ -289,7 +285,7 @@ fn guarded_rounds(
     Ok(Generated {
         samples,
         fire: None,
-        guarded: Some(guarded),
+        guarded: guarded.into_iter().collect(),
     })
 }
 

@@ -318,7 +318,7 @@ impl Model {
         }
         let edge_features = Tensor::cat(&[rbf, g.bond.shallow_clone()], 1);
         // The cosine envelope and its derivative vanish at the cutoff, so energies
-        // stay twice differentiable as a pair crosses it.
+        // and forces stay continuous as a pair crosses it (the curvature jumps there).
         let envelope = (self.config.cutoff > 0.0).then(|| {
             let x = (&dist / self.config.cutoff).clamp_max(1.0);
             ((x * std::f64::consts::PI).cos() + 1.0).unsqueeze(1) * 0.5

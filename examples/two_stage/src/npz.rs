@@ -82,14 +82,19 @@ pub fn write_predictions(
         predictions[m * samples + k].problem.is_some()
     });
     let per_molecule = |flags: &[bool]| molecules.iter().map(|&m| flags[m]).collect::<Array1<bool>>();
-    let guarded = predictions.iter().all(|p| p.guard.is_some());
-    let verdict = |m: usize, k: usize| predictions[m * samples + k].guard.unwrap_or((true, f64::NAN));
-    let refined = Array2::from_shape_fn((molecules.len(), samples), |(m, k)| verdict(m, k).0);
-    let energy_change = Array2::from_shape_fn((molecules.len(), samples), |(m, k)| verdict(m, k).1);
+    // The guard's verdicts `[M, K]`, when every structure has one.
+    let verdicts: Option<Vec<(bool, f64)>> = predictions.iter().map(|p| p.guard).collect();
+    let verdicts = verdicts.map(|v| {
+        let shape = (molecules.len(), samples);
+        (
+            Array2::from_shape_fn(shape, |(m, k)| v[m * samples + k].0),
+            Array2::from_shape_fn(shape, |(m, k)| v[m * samples + k].1),
+        )
+    });
     write_npz(path, &structures, |npz| {
-        if guarded {
-            npz.add_array("refined", &refined)?;
-            npz.add_array("energy_change", &energy_change)?;
+        if let Some((refined, energy_change)) = &verdicts {
+            npz.add_array("refined", refined)?;
+            npz.add_array("energy_change", energy_change)?;
         }
         npz.add_array("exploded", &exploded)?;
         npz.add_array("flat_input", &per_molecule(&screened.flat))?;

@@ -326,9 +326,8 @@ impl Objective<'_> {
             l_force.extend(f2);
             l_energy = (l_energy + l2) * 0.5;
         }
-        let n = l_force.len() as f64;
-        if let Some(sum) = l_force.into_iter().reduce(|a, b| a + b) {
-            terms.push(Term::Force.name(), weights.force, sum / n)?;
+        if let Some(mean) = mean_of(l_force) {
+            terms.push(Term::Force.name(), weights.force, mean)?;
         }
         terms.push(Term::Energy.name(), weights.energy, l_energy)?;
 
@@ -356,13 +355,18 @@ impl Objective<'_> {
                 parts.push(l);
                 draws.score_structures = Some(drawn);
             }
-            let n = parts.len() as f64;
-            if let Some(sum) = parts.into_iter().reduce(|a, b| a + b) {
-                terms.push(Term::Score.name(), weights.score, sum / n)?;
+            if let Some(mean) = mean_of(parts) {
+                terms.push(Term::Score.name(), weights.score, mean)?;
             }
         }
         Ok((terms, draws))
     }
+}
+
+/// The mean of one term's values on several batches; `None` for none.
+fn mean_of(values: Vec<Tensor>) -> Option<Tensor> {
+    let n = values.len() as f64;
+    values.into_iter().reduce(|a, b| a + b).map(|sum| sum / n)
 }
 
 #[cfg(test)]
@@ -404,15 +408,39 @@ mod tests {
     }
 
     /// A fresh model (default size) and what an [`Objective`] over it needs.
-    fn parts(settings: &Settings) -> (tch::nn::VarStore, Model, NoiseSchedule, Losses) {
-        let vs = tch::nn::VarStore::new(Device::Cpu);
-        let model = Model::new(
-            &vs.root(),
-            crate::model::ModelConfig::default(),
-            settings.diffusion_steps,
-        );
-        let schedule = NoiseSchedule::cosine(settings.diffusion_steps).unwrap();
-        (vs, model, schedule, Losses::new(settings).unwrap())
+    struct Parts {
+        _vs: tch::nn::VarStore,
+        settings: Settings,
+        model: Model,
+        schedule: NoiseSchedule,
+        losses: Losses,
+    }
+
+    impl Parts {
+        fn new(settings: Settings) -> Self {
+            let vs = tch::nn::VarStore::new(Device::Cpu);
+            let model = Model::new(
+                &vs.root(),
+                crate::model::ModelConfig::default(),
+                settings.diffusion_steps,
+            );
+            Self {
+                _vs: vs,
+                schedule: NoiseSchedule::cosine(settings.diffusion_steps).unwrap(),
+                losses: Losses::new(&settings).unwrap(),
+                settings,
+                model,
+            }
+        }
+
+        fn objective(&self) -> Objective<'_> {
+            Objective {
+                model: &self.model,
+                settings: &self.settings,
+                schedule: &self.schedule,
+                losses: &self.losses,
+            }
+        }
     }
 
     /// The oracle's score term is the method's with the labels as the forces: with
@@ -425,14 +453,8 @@ mod tests {
 
         let _rng = crate::rng_lock();
         tch::set_num_threads(1);
-        let settings = Settings::preset(Preset::Quick).unwrap();
-        let (_vs, model, schedule, losses) = parts(&settings);
-        let objective = Objective {
-            model: &model,
-            settings: &settings,
-            schedule: &schedule,
-            losses: &losses,
-        };
+        let parts = Parts::new(Settings::preset(Preset::Quick).unwrap());
+        let (model, objective) = (&parts.model, parts.objective());
         let splits = Splits::read_dir(crate::repo_root().join("data")).unwrap();
         let offeq = splits.val.with_level("xtb-perturbed");
         let frames: Vec<&physcon::data::Frame> = offeq.frames()[..6].iter().collect();
@@ -489,14 +511,9 @@ mod tests {
                 score_frames: on,
                 ..Settings::preset(Preset::Quick).unwrap()
             };
-            let (_vs, model, schedule, losses) = parts(&settings);
-            let objective = Objective {
-                model: &model,
-                settings: &settings,
-                schedule: &schedule,
-                losses: &losses,
-            };
-            objective.losses(&weights, teacher, &batches)
+            Parts::new(settings)
+                .objective()
+                .losses(&weights, teacher, &batches)
         };
         for teacher in [Teacher::Model, Teacher::Labels] {
             let (terms, draws) = terms(ScoreFrames::Structures, teacher).unwrap();

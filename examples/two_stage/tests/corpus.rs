@@ -487,6 +487,14 @@ fn valid_inputs_round_trip_with_order_ids_and_bonds() {
                     props.contains(&("physcon_sample".into(), (k % 2).to_string())),
                     "{case}"
                 );
+                // The guard's verdict travels with each record, and never raises the energy.
+                let item = |key: &str| props.iter().find(|(k, _)| k == key).map(|(_, v)| v.clone());
+                assert!(
+                    matches!(item("physcon_refined").as_deref(), Some("T" | "F")),
+                    "{case}"
+                );
+                let change: f64 = item("physcon_energy_change").unwrap().parse().unwrap();
+                assert!(change <= 0.0, "{case}: {change}");
             }
             // The input's placement is kept: centroids agree.
             let centroid = |p: &[[f64; 3]]| {

@@ -30,16 +30,17 @@ cache="${PHYSCON_CACHE:-${HOME}/.cache/physcon}"
 venv="${cache}/venv-torch-${TORCH_VERSION}"
 python="${PYTHON:-python3}"
 
-if ! "${venv}/bin/python" -c "import torch, sys; sys.exit(torch.__version__.split('+')[0] != '${TORCH_VERSION}')" 2>/dev/null; then
+# A venv's console scripts (pip, torchrun) hard-code the venv's path in their
+# shebang, so it is built where it stays; a marker written last tells a complete
+# install from an interrupted one, which is wiped and redone.
+if [[ ! -f "${venv}/.physcon-complete" ]] \
+    || ! "${venv}/bin/python" -c "import torch, sys; sys.exit(torch.__version__.split('+')[0] != '${TORCH_VERSION}')" 2>/dev/null; then
     echo "physcon: installing torch==${TORCH_VERSION} into ${venv} (one time, a few minutes)" >&2
     mkdir -p "${cache}"
-    rm -rf "${venv}.partial"
-    "${python}" -m venv "${venv}.partial"
-    "${venv}.partial/bin/pip" install --quiet --disable-pip-version-check "torch==${TORCH_VERSION}"
-    # Activate only a complete install, so an interrupted one is redone next time.
-    rm -rf "${venv}"
-    mv "${venv}.partial" "${venv}"
-    # Scripts in a venv hard-code its path; the rename leaves pip's shebang stale, which we never use.
+    rm -rf "${venv}" "${venv}.partial"
+    "${python}" -m venv "${venv}"
+    "${venv}/bin/python" -m pip install --quiet --disable-pip-version-check "torch==${TORCH_VERSION}"
+    touch "${venv}/.physcon-complete"
 fi
 
 site=$("${venv}/bin/python" -c 'import site; print(site.getsitepackages()[0])')

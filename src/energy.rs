@@ -184,14 +184,36 @@ pub(crate) fn energy_and_grad<E: EnergyModel + ?Sized>(
     finite: &mut check::Finite,
 ) -> Result<(Tensor, Tensor)> {
     let energy = evaluate(model, x, layout, finite)?;
+    let grad = grad_of_energy(&energy, x, backward)?;
+    Ok((energy, grad))
+}
+
+/// Why an energy without a path to its positions is refused: its forces would
+/// be zeros and every consistency loss a silent zero.
+pub(crate) const NO_POSITION_DEPENDENCE: &str = "it does not depend on the positions it was given (autograd \
+    finds no path from them to the energies, so the forces would be zero and the loss a silent zero): the model \
+    must compute from its argument, not from a tensor captured when it was built or from a detached copy";
+
+/// `dE/dx` for energies `[B]` computed at `x`; refuses an energy without a graph
+/// (libtorch would crash) and one that does not depend on `x` (a silent zero).
+pub(crate) fn grad_of_energy(energy: &Tensor, x: &Tensor, backward: Backward) -> Result<Tensor> {
     if !energy.requires_grad() {
         return Err(Error::NoGraph {
             arg: "energy model output",
             reason: "the energy must be computed from the positions it is given, with grad enabled",
         });
     }
-    let grad = grad_or_zeros(&energy.f_sum(energy.kind())?, x, backward)?;
-    Ok((energy, grad))
+    let keep_graph = backward != Backward::Free;
+    let create_graph = backward == Backward::CreateGraph;
+    let total = energy.f_sum(energy.kind())?;
+    let grad = Tensor::f_run_backward(&[total], std::slice::from_ref(x), keep_graph, create_graph)?.remove(0);
+    if !grad.defined() {
+        return Err(Error::NoGraph {
+            arg: "energy model output",
+            reason: NO_POSITION_DEPENDENCE,
+        });
+    }
+    Ok(grad)
 }
 
 /// `d output / d input` as `torch.autograd.grad` would return it, zeros where

@@ -474,6 +474,13 @@ fn temperature_and_kt_validation() -> Result<()> {
         expect_err(ScoreConsistency::new(bad), "NonPositive", "kt");
     }
     assert!((Temperature::kelvin(300.0)?.kt() - 0.025_852).abs() < 1e-6);
+    // Kelvin passed as kT is refused with the way out; kT in kJ/mol (2.494 at 300 K) is not.
+    let err = expect_err(ScoreConsistency::new(300.0), "InvalidArgument", "kt");
+    assert!(
+        err.to_string().contains("Temperature::kelvin(300)?.kt()"),
+        "{err}"
+    );
+    assert!(ScoreConsistency::new(2.494).is_ok());
     let layout = layout3();
     let schedule = NoiseSchedule::cosine(100)?;
     let level = schedule.level(&Tensor::from_slice(&[1i64, 2, 3]), Kind::Double)?;
@@ -577,6 +584,71 @@ fn energy_without_graph_is_an_error_not_a_crash() -> Result<()> {
             );
         }
     }
+    Ok(())
+}
+
+#[test]
+fn energy_that_ignores_its_positions_is_refused_not_a_silent_zero() -> Result<()> {
+    single_thread();
+    let layout = layout3();
+    let x = pos6();
+    // The likeliest wrapping mistake: the model reads a tensor captured when it was
+    // built (it has a graph, to that tensor), not the positions it is given.
+    let captured = x.detach().set_requires_grad(true);
+    let model = |_pos: &Tensor| layout.sum(&captured.square().sum_dim_intlist(1, false, Kind::Double));
+    let refused = |result: Result<Tensor>| {
+        let err = expect_err(result, "NoGraph", "energy model output");
+        assert!(
+            err.to_string().contains("does not depend on the positions"),
+            "{err}"
+        );
+    };
+    for create_graph in [false, true] {
+        refused(forces(&model, &x, &layout, create_graph));
+    }
+    let schedule = NoiseSchedule::cosine(100)?;
+    let t = Tensor::from_slice(&[1i64, 1, 1]);
+    let noised = q_sample_with(&schedule, &x, &t, &Tensor::zeros([6, 3], F64), &layout)?;
+    let eps_hat = Tensor::zeros([6, 3], F64).set_requires_grad(true);
+    for flow in [
+        GradientFlow::ToStructure,
+        GradientFlow::Both,
+        GradientFlow::ToEnergy,
+    ] {
+        let structure = x.detach().set_requires_grad(true);
+        refused(
+            StationarityLoss::new()
+                .flow(flow)
+                .forward(&model, &structure, &layout),
+        );
+        refused(
+            EnergyDescentLoss::new()
+                .flow(flow)
+                .forward(&model, &structure, &x, &layout),
+        );
+        let at = Forces::Model {
+            energy: &model,
+            at: noised.x0(),
+        };
+        refused(
+            ScoreConsistency::new(0.025)?
+                .flow(flow)
+                .forward(&eps_hat, noised.level(), at, &layout),
+        );
+    }
+    // Flat is not ignoring: an energy that uses its positions with zero gradient is a legal zero.
+    let flat = |pos: &Tensor| {
+        Ok(
+            layout.sum(&captured.square().sum_dim_intlist(1, false, Kind::Double))?
+                + pos.sum(Kind::Double) * 0.0,
+        )
+    };
+    assert_eq!(
+        StationarityLoss::new()
+            .forward(&flat, &x, &layout)?
+            .double_value(&[]),
+        0.0
+    );
     Ok(())
 }
 

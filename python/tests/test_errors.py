@@ -1,6 +1,7 @@
 """Bad inputs raise ValueError/TypeError naming the argument; an exception
 raised inside the user's energy model comes out as itself, traceback kept;
-nothing leaks or hangs (the GIL is released around the computation)."""
+an energy model that ignores its positions is refused instead of giving a
+silent zero; nothing leaks or hangs."""
 
 import gc
 import threading
@@ -33,7 +34,7 @@ def test_dtype_errors_are_type_errors(mol64):
     m = mol64
     with pytest.raises(TypeError, match="`eps`: expected dtype"):
         physcon.DenoisingLoss()(m.eps, m.eps.float(), m.batch)
-    with pytest.raises(TypeError, match="`batch`: expected dtype Int64"):
+    with pytest.raises(TypeError, match="`batch`: expected dtype torch.int64, got torch.int32"):
         physcon.DenoisingLoss()(m.eps, m.eps, m.batch.int())
     with pytest.raises(TypeError, match="`batch`: expected a torch.Tensor"):
         physcon.DenoisingLoss()(m.eps, m.eps, [0, 1])
@@ -101,7 +102,7 @@ def test_model_exception_propagates_with_traceback(mol64, call):
 
 
 def test_exception_raised_in_a_python_autograd_function_backward(mol64):
-    """Autograd runs this backward inside physcon's own derivative (GIL released there)."""
+    """Autograd runs this backward inside physcon's own derivative: it comes out as itself."""
 
     class Explodes(torch.autograd.Function):
         @staticmethod
@@ -113,7 +114,7 @@ def test_exception_raised_in_a_python_autograd_function_backward(mol64):
             raise ModelFailure("backward broke")
 
     m = mol64
-    with pytest.raises(RuntimeError, match="backward broke"):
+    with pytest.raises(ModelFailure, match="backward broke"):
         physcon.StationarityLoss()(lambda p: m.energy(Explodes.apply(p)), m.pos, m.batch)
 
 
@@ -140,8 +141,7 @@ def test_python_autograd_function_in_the_model_does_not_deadlock(mol64):
 
 
 def test_losses_run_concurrently_in_threads(mol64):
-    """With the GIL released around the computation, two Python threads that
-    both call back into Python models finish (no deadlock)."""
+    """Two Python threads that both train through the losses finish (no deadlock, no shared state)."""
     m = mol64
     errors = []
 
@@ -210,3 +210,105 @@ def test_repeated_failures_do_not_grow_memory(mol64):
     for _ in range(200):
         once()
     assert live_tensors() <= before
+
+
+# ---------------------------------------------------------------------------
+# No silent zero: an energy model that does not compute from the positions it is given
+
+
+def ignoring_models(m):
+    """The likeliest wrapping mistakes: a closure over a captured tensor, and a detached input."""
+    captured = m.pos.clone().requires_grad_(True)
+    return {
+        "captured": lambda pos: m.energy(captured),
+        "detached": lambda pos: m.energy(pos.detach()),
+    }
+
+
+@pytest.mark.parametrize("mistake", ["captured", "detached"])
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda m, e: physcon.energy_and_forces(e, m.pos, m.batch),
+        lambda m, e: physcon.energy_and_forces(e, m.pos, m.batch, create_graph=True),
+        lambda m, e: physcon.StationarityLoss()(e, m.pos, m.batch),
+        lambda m, e: physcon.StationarityLoss(flow="both")(e, m.pos, m.batch),
+        lambda m, e: physcon.StationarityLoss(flow="to_energy")(e, m.pos, m.batch),
+        lambda m, e: physcon.EnergyDescentLoss()(e, m.pos.clone().requires_grad_(True), m.other, m.batch),
+        lambda m, e: physcon.EnergyDescentLoss(flow="both")(e, m.pos, m.other, m.batch),
+        lambda m, e: physcon.EnergyDescentLoss(flow="to_energy")(e, m.pos, m.other, m.batch),
+        lambda m, e: physcon.ScoreConsistency(0.1)(
+            m.eps, physcon.NoiseLevel(m.alpha, m.sigma), m.batch, energy=e, clean=m.pos
+        ),
+        lambda m, e: physcon.ScoreConsistency(0.1, flow="to_energy")(
+            m.eps, physcon.NoiseLevel(m.alpha, m.sigma), m.batch, energy=e, clean=m.pos
+        ),
+    ],
+    ids=[
+        "forces",
+        "forces_graph",
+        "stationarity",
+        "stationarity_both",
+        "stationarity_to_energy",
+        "descent",
+        "descent_both",
+        "descent_to_energy",
+        "score",
+        "score_to_energy",
+    ],
+)
+def test_an_energy_that_ignores_its_positions_is_refused(mol64, mistake, call):
+    m = mol64
+    with pytest.raises(ValueError, match="does not depend on the positions it was given|no autograd graph"):
+        call(m, ignoring_models(m)[mistake])
+
+
+def test_an_energy_that_is_flat_in_the_positions_is_not_refused(mol64):
+    """A model that uses its positions but has zero gradient there is legal: zero, not an error."""
+    m = mol64
+    flat = lambda pos: m.energy(m.pos) + 0.0 * pos.sum()  # noqa: E731
+    _, f = physcon.energy_and_forces(flat, m.pos, m.batch)
+    assert f.abs().max() == 0
+    assert physcon.StationarityLoss()(flat, m.pos, m.batch).item() == 0.0
+
+
+def test_kelvin_passed_as_kt_is_refused_with_the_way_out():
+    with pytest.raises(ValueError, match=r"not a temperature.*physcon.kelvin_to_kt\(300\) = 0.0258"):
+        physcon.ScoreConsistency(300.0)
+    # Energies in kcal/mol or kJ/mol have kT of order one: allowed.
+    assert physcon.ScoreConsistency(2.494).kt == 2.494
+
+
+def test_a_batch_vector_one_atom_short_blames_the_batch(mol64):
+    m = mol64
+    short = m.batch[:-1]
+    e, f = physcon.energy_and_forces(m.energy, m.pos, m.batch)
+    for call in [
+        lambda: physcon.ForceLoss()(f, m.forces, short),
+        lambda: physcon.DenoisingLoss()(m.eps, m.eps, short),
+        lambda: physcon.StationarityLoss()(m.energy, m.pos, short),
+    ]:
+        with pytest.raises(ValueError, match=r"has 9 atoms \(\[9, 3\]\) but `batch` has 8"):
+            call()
+
+
+def test_a_per_atom_sigma_blames_the_level_not_alpha(mol64):
+    m = mol64
+    per_atom = physcon.NoiseLevel.sigma_only(m.sigma[m.batch])
+    with pytest.raises(ValueError, match=r"`level`: it holds 9 values \(one per atom\?\) but `batch` has 3 molecules"):
+        physcon.ScoreConsistency(0.1)(m.eps, per_atom, m.batch, forces=m.forces)
+
+
+def test_inference_mode_gets_a_clear_error(mol64):
+    m = mol64
+    with torch.inference_mode():
+        with pytest.raises(RuntimeError, match=r"torch.inference_mode\(\).*use torch.no_grad\(\)"):
+            physcon.energy_and_forces(m.energy, m.pos, m.batch)
+        with pytest.raises(RuntimeError, match=r"inference_mode"):
+            physcon.StationarityLoss()(m.energy, m.pos, m.batch)
+        made_here = m.pos.clone()
+    with pytest.raises(RuntimeError, match=r"`pos` was created under torch.inference_mode\(\)"):
+        physcon.energy_and_forces(m.energy, made_here, m.batch)
+    # Losses that need no derivative work in inference mode.
+    with torch.inference_mode():
+        assert torch.isfinite(physcon.DenoisingLoss()(m.eps, m.eps, m.batch))

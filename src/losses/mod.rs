@@ -56,7 +56,7 @@ use tch::Tensor;
 
 pub use denoising::DenoisingLoss;
 pub use optimality::{EnergyDescentLoss, StationarityLoss};
-pub use score::{score_target, Forces, ScoreConsistency};
+pub use score::{score_target, Forces, ScoreConsistency, KT_LIMIT};
 pub use supervised::{EnergyLoss, EnergyMetric, ForceLoss};
 pub use terms::{LossTerms, TermValue};
 

@@ -2,7 +2,9 @@ use tch::Tensor;
 
 use crate::batch::BatchLayout;
 use crate::check::{self, Finite};
-use crate::energy::{energy_and_grad, evaluate, grad_or_zeros, leaf_copy, Backward, EnergyModel};
+use crate::energy::{
+    energy_and_grad, evaluate, grad_of_energy, grad_or_zeros, leaf_copy, Backward, EnergyModel,
+};
 use crate::error::Result;
 use crate::losses::{surrogate, Checks, GradientFlow, PerMolecule};
 
@@ -101,11 +103,19 @@ impl StationarityLoss {
     ) -> Result<Tensor> {
         let mut finite = self.checks.finite();
         finite.atoms3("structure", structure, layout)?;
-        let value = with_flow(self.flow, structure, layout, reduce, &mut finite, |x, finite| {
-            let (_, grad) = energy_and_grad(energy, x, layout, Backward::CreateGraph, finite)?;
-            let per_atom = grad.f_square()?.f_sum_dim_intlist(1, false, x.kind())?;
-            layout.mean_unchecked(&per_atom)
-        })?;
+        let value = with_flow(
+            self.flow,
+            structure,
+            layout,
+            reduce,
+            Dependence::Checked,
+            &mut finite,
+            |x, finite| {
+                let (_, grad) = energy_and_grad(energy, x, layout, Backward::CreateGraph, finite)?;
+                let per_atom = grad.f_square()?.f_sum_dim_intlist(1, false, x.kind())?;
+                layout.mean_unchecked(&per_atom)
+            },
+        )?;
         finite.finish()?;
         Ok(value)
     }
@@ -173,7 +183,8 @@ impl EnergyDescentLoss {
     ///
     /// # Errors
     /// [`crate::Error::Shape`], [`crate::Error::Dtype`], [`crate::Error::Device`], [`crate::Error::NonFinite`]
-    /// for the structures or the energy's outputs.
+    /// for the structures or the energy's outputs; [`crate::Error::NoGraph`] when the
+    /// energy does not depend on the positions through autograd.
     pub fn forward_per_molecule<E: EnergyModel + ?Sized>(
         &self,
         energy: &E,
@@ -201,14 +212,38 @@ impl EnergyDescentLoss {
             let _guard = tch::no_grad_guard();
             evaluate(energy, reference, layout, &mut finite)?
         };
-        let value = with_flow(self.flow, structure, layout, reduce, &mut finite, |x, finite| {
-            let e = evaluate(energy, x, layout, finite)?;
-            Ok(e.f_sub(&reference_energy)?
-                .f_div(&layout.counts_as(x.kind(), 1)?)?)
-        })?;
+        let flow = self.flow;
+        let value = with_flow(
+            flow,
+            structure,
+            layout,
+            reduce,
+            Dependence::Required,
+            &mut finite,
+            |x, finite| {
+                let e = evaluate(energy, x, layout, finite)?;
+                if flow != GradientFlow::ToStructure {
+                    // Under ToStructure `with_flow` finds a missing path for free; here it costs one backward.
+                    grad_of_energy(&e, x, Backward::KeepForward)?;
+                }
+                Ok(e.f_sub(&reference_energy)?
+                    .f_div(&layout.counts_as(x.kind(), 1)?)?)
+            },
+        )?;
         finite.finish()?;
         Ok(value)
     }
+}
+
+/// Whether `with_flow` must refuse a loss that does not depend on the structure.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Dependence {
+    /// The loss itself checked that the energy depends on the positions (a
+    /// loss that still does not depend on them, e.g. the stationarity of a
+    /// linear energy, is a legitimate zero gradient).
+    Checked,
+    /// No path from the structure to the loss means the energy ignores its positions.
+    Required,
 }
 
 /// Whether a consistency loss returns its scalar or its per-molecule values.
@@ -227,6 +262,7 @@ fn with_flow(
     structure: &Tensor,
     layout: &BatchLayout,
     reduce: Reduce,
+    dependence: Dependence,
     finite: &mut Finite,
     per_molecule: impl Fn(&Tensor, &mut Finite) -> Result<Tensor>,
 ) -> Result<Tensor> {
@@ -259,7 +295,10 @@ fn with_flow(
             } else {
                 value.f_sum(value.kind())?
             };
-            let v = grad_or_zeros(&total, &x, Backward::Free)?;
+            let v = match dependence {
+                Dependence::Checked => grad_or_zeros(&total, &x, Backward::Free)?,
+                Dependence::Required => grad_of_energy(&total, &x, Backward::Free)?,
+            };
             surrogate(&value, &v, structure, layout)
         }
     }

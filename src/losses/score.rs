@@ -67,6 +67,11 @@ fn target_unchecked(forces: &Tensor, level: &NoiseLevel, kt: f64, layout: &Batch
     Ok(layout.centre_unchecked(forces)?.f_mul(&ratio)?)
 }
 
+/// The largest kT [`ScoreConsistency::new`] accepts. Above it, in any energy unit
+/// molecular ML uses, no molecular simulation runs (10 eV is 116,000 K, 10 kcal/mol
+/// 5,000 K, 10 kJ/mol 1,200 K): a temperature in kelvin passed as kT lands there.
+pub const KT_LIMIT: f64 = 10.0;
+
 /// Score consistency: the diffusion model's small-noise score must equal the energy model's force / kT.
 ///
 /// ```text
@@ -124,10 +129,24 @@ impl ScoreConsistency {
     /// Score consistency at `kt` (eV), flow [`GradientFlow::ToStructure`].
     ///
     /// # Errors
-    /// [`Error::NonPositive`] unless `kt` is positive and finite.
+    /// [`Error::NonPositive`] unless `kt` is positive and finite;
+    /// [`Error::InvalidArgument`] above [`KT_LIMIT`] (a temperature in kelvin
+    /// passed as kT: `Temperature::kelvin(300.0)?.kt()` is the way out).
     pub fn new(kt: f64) -> Result<Self> {
+        let kt = check::positive("kt", kt)?;
+        if kt > KT_LIMIT {
+            return Err(Error::InvalidArgument {
+                arg: "kt",
+                reason: format!(
+                    "{kt} is kT in the unit of the energies (eV), not a temperature; no molecular simulation runs \
+                     at kT > {KT_LIMIT} (116,000 K in eV). For a temperature in kelvin pass \
+                     Temperature::kelvin({kt})?.kt() = {:.6} eV",
+                    kt * crate::units::KB_EV_PER_K
+                ),
+            });
+        }
         Ok(Self {
-            kt: check::positive("kt", kt)?,
+            kt,
             flow: GradientFlow::default(),
             checks: Checks::default(),
         })

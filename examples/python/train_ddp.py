@@ -5,13 +5,15 @@ predictor) learns the shipped data (``data/train.extxyz.gz``: GFN2-xTB
 energies and forces at MMFF and perturbed structures) with physcon's energy,
 force, denoising, optimality (stationarity) and score-consistency losses.
 
+Needs torch and physcon (``pip install ./python`` from the repository root).
 Runs as it is in one process::
 
     python examples/python/train_ddp.py
 
-and data-parallel (gloo on CPU, nccl on GPU)::
+and data-parallel (gloo on CPU, nccl on GPU; ``python -m torch.distributed.run``
+is the same launcher where the ``torchrun`` script is not on ``PATH``)::
 
-    torchrun --nproc_per_node 2 examples/python/train_ddp.py
+    torchrun --standalone --nproc_per_node 2 examples/python/train_ddp.py
 
 The recipe (see README, "From Python"): physcon's consistency losses call the
 energy model several times per step (forces at the data, the Hessian-vector

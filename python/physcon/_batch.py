@@ -106,10 +106,13 @@ class Batch:
 
     def counts_as(self, dtype: torch.dtype, ndim: int = 1) -> Tensor:
         """Atoms per molecule as ``dtype``, shaped to broadcast against ``[B, ...]`` of ``ndim`` dims."""
-        counts = self._counts_float.get(dtype)
-        if counts is None:
+        if check.is_compiling():
+            # No cache while tracing: torch 2.4's dynamo cannot trace a dict read on a slotted attribute.
             counts = self.counts.to(dtype)
-            if not check.is_compiling():
+        else:
+            counts = self._counts_float.get(dtype)
+            if counts is None:
+                counts = self.counts.to(dtype)
                 self._counts_float[dtype] = counts
         if ndim <= 1:
             return counts

@@ -8,6 +8,8 @@ errors (``physcon::Error``), so a trainer's log says which tensor was wrong.
 
 from __future__ import annotations
 
+import math
+
 from typing import List, Optional, Sequence, Tuple
 
 import torch
@@ -97,7 +99,7 @@ def finite(arg: str, t: Tensor) -> None:
 
 
 def _is_finite(x: float) -> bool:
-    return x == x and x not in (float("inf"), float("-inf"))
+    return math.isfinite(x)
 
 
 class Finite:

@@ -208,7 +208,8 @@ class NoiseSchedule:
         return math.sqrt(1.0 - self.alpha_bar(t))
 
     def level(self, t: Tensor, dtype: Optional[torch.dtype] = None) -> NoiseLevel:
-        """The ``NoiseLevel`` of steps ``t`` ``[B]`` (int64 in ``1..=T``), as ``dtype`` (default float32) on ``t``'s device."""
+        """The ``NoiseLevel`` of steps ``t`` ``[B]`` (int64 in ``1..=T``), as ``dtype``
+        (default float32) on ``t``'s device."""
         t = check.int64("t", t)
         dtype = torch.float32 if dtype is None else check.float_dtype("dtype", dtype)
         _one_per_molecule("t", t)

@@ -199,7 +199,32 @@ def _checked_labels(
     return target
 
 
-class EnergyLoss(nn.Module):
+class _Supervised(nn.Module):
+    """A prediction against labels, with a mask over molecules: ``forward`` and
+    ``per_molecule`` of ``EnergyLoss`` (``[B]`` values) and ``ForceLoss`` (``[N, 3]``)."""
+
+    atoms = False
+    checks = "full"
+
+    def forward(self, pred: Tensor, target: Tensor, batch: BatchLike, mask: Optional[Tensor] = None) -> Tensor:
+        return self.per_molecule(pred, target, batch, mask).mean()
+
+    def per_molecule(
+        self, pred: Tensor, target: Tensor, batch: BatchLike, mask: Optional[Tensor] = None
+    ) -> PerMolecule:
+        """The loss of every molecule, ``[B]``, with the mask (zero where unlabelled)."""
+        b = as_batch(batch)
+        finite = Finite(self.checks == "full")
+        target = _checked_labels(finite, pred, target, mask, b, atoms=self.atoms)
+        values = self._values(pred, target, b)
+        finite.finish()
+        return _finish(values, mask, self.checks)
+
+    def _values(self, pred: Tensor, target: Tensor, b: Batch) -> Tensor:
+        raise NotImplementedError
+
+
+class EnergyLoss(_Supervised):
     """Energy loss on molecule energies.
 
     ```text
@@ -232,33 +257,21 @@ class EnergyLoss(nn.Module):
         delta = f", delta={self.delta}" if self.metric == "huber" else ""
         return f"metric='{self.metric}'{delta}, per_atom={self.per_atom}, checks='{self.checks}'"
 
-    def forward(self, pred: Tensor, target: Tensor, batch: BatchLike, mask: Optional[Tensor] = None) -> Tensor:
-        return self.per_molecule(pred, target, batch, mask).mean()
-
-    def per_molecule(
-        self, pred: Tensor, target: Tensor, batch: BatchLike, mask: Optional[Tensor] = None
-    ) -> PerMolecule:
-        """The error ``l(e_b)`` of every molecule, ``[B]``, with the mask."""
-        b = as_batch(batch)
-        finite = Finite(self.checks == "full")
-        target = _checked_labels(finite, pred, target, mask, b, atoms=False)
+    def _values(self, pred: Tensor, target: Tensor, b: Batch) -> Tensor:
         err = pred - target
         if self.per_atom:
             err = err / b.counts_as(pred.dtype)
         if self.metric == "l1":
-            values = err.abs()
-        elif self.metric == "mse":
-            values = err.square()
-        else:
-            abs_err = err.abs()
-            quadratic = err.square() * 0.5
-            linear = (abs_err - 0.5 * self.delta) * self.delta
-            values = torch.where(abs_err <= self.delta, quadratic, linear)
-        finite.finish()
-        return _finish(values, mask, self.checks)
+            return err.abs()
+        if self.metric == "mse":
+            return err.square()
+        abs_err = err.abs()
+        quadratic = err.square() * 0.5
+        linear = (abs_err - 0.5 * self.delta) * self.delta
+        return torch.where(abs_err <= self.delta, quadratic, linear)
 
 
-class ForceLoss(nn.Module):
+class ForceLoss(_Supervised):
     """Force loss: per-atom component MSE with an optional mask over molecules.
 
     ```text
@@ -274,6 +287,8 @@ class ForceLoss(nn.Module):
     with ``pred``, ``target`` ``[N, 3]`` (eV/Å) and ``mask`` ``[B]`` bool.
     """
 
+    atoms = True
+
     def __init__(self, *, checks: str = "full"):
         super().__init__()
         self.checks = _checks_of(checks)
@@ -281,20 +296,8 @@ class ForceLoss(nn.Module):
     def extra_repr(self) -> str:
         return f"checks='{self.checks}'"
 
-    def forward(self, pred: Tensor, target: Tensor, batch: BatchLike, mask: Optional[Tensor] = None) -> Tensor:
-        return self.per_molecule(pred, target, batch, mask).mean()
-
-    def per_molecule(
-        self, pred: Tensor, target: Tensor, batch: BatchLike, mask: Optional[Tensor] = None
-    ) -> PerMolecule:
-        """``(1/3n_b) sum_i ||F_pred,i - F_ref,i||^2`` of every molecule, ``[B]``, with the mask."""
-        b = as_batch(batch)
-        finite = Finite(self.checks == "full")
-        target = _checked_labels(finite, pred, target, mask, b, atoms=True)
-        per_atom = (pred - target).square().mean(dim=1, dtype=pred.dtype)
-        values = b.mean(per_atom)
-        finite.finish()
-        return _finish(values, mask, self.checks)
+    def _values(self, pred: Tensor, target: Tensor, b: Batch) -> Tensor:
+        return b.mean((pred - target).square().mean(dim=1, dtype=pred.dtype))
 
 
 def _squared_error_per_molecule(a: Tensor, c: Tensor, b: Batch) -> Tensor:

@@ -239,7 +239,8 @@ class _Host:
             self.bonds = (mol.bonds[0].tolist(), mol.bonds[1].tolist())
 
     def select(self, mol: _Mol, order: List[int], relabel: List[int]) -> _Mol:
-        """The atoms ``order`` of ``mol`` (new atom k is old atom ``order[k]``), old molecule m renamed ``relabel[m]``."""
+        """The atoms ``order`` of ``mol`` (new atom k is old atom ``order[k]``), old molecule m
+        renamed ``relabel[m]``. ``order`` holds whole molecules; bonds among them follow their atoms."""
         device = mol.pos.device
         index = torch.tensor(order, dtype=torch.int64, device=device)
         molecules = [relabel[self.batch[a]] for a in order]
@@ -347,7 +348,7 @@ def _gradcheck(f: Callable[[Tensor], Tensor], x: Tensor) -> Optional[_Worst]:
     worst, worst_excess = None, -math.inf
     for e, value in enumerate(flat):
 
-        def at(v: float) -> float:
+        def at(v: float, e: int = e) -> float:
             moved = list(flat)
             moved[e] = v
             args = torch.tensor(moved, dtype=torch.float64, device=x.device).reshape(x.shape)

@@ -7,9 +7,7 @@ energy, force and denoising losses run inside ``torch.compile(fullgraph=True)``.
 
 import copy
 import io
-import os
 import pickle
-import sys
 
 import pytest
 import torch
@@ -32,7 +30,7 @@ def roundtrip(obj):
     return pickle.loads(pickle.dumps(obj))
 
 
-@pytest.mark.parametrize("loss", LOSSES, ids=lambda l: type(l).__name__)
+@pytest.mark.parametrize("loss", LOSSES, ids=lambda loss: type(loss).__name__)
 def test_every_loss_is_a_module_that_pickles_and_deep_copies(loss):
     assert isinstance(loss, nn.Module)
     assert list(loss.parameters()) == [] and loss.state_dict() == {}

@@ -180,7 +180,11 @@ def test_every_quantity_equals_the_rust_crate(rust):
     assert set(q) == rust_quantities, (
         f"only in Python: {sorted(set(q) - rust_quantities)}; only in Rust: {sorted(rust_quantities - set(q))}"
     )
-    rust_plain = {k for k in rust if k.split(".")[0] in {"schedule", "kelvin_to_kt"} or (k.startswith("q_sample.") and k.endswith(".eps"))}
+    rust_plain = {
+        k
+        for k in rust
+        if k.split(".")[0] in {"schedule", "kelvin_to_kt"} or (k.startswith("q_sample.") and k.endswith(".eps"))
+    }
     assert set(plain) == rust_plain
     failures, compared = [], 0
     for name, value in q.items():
@@ -190,7 +194,8 @@ def test_every_quantity_equals_the_rust_crate(rust):
         tensors = list(m.wrt.values())
         want = {k: rust[f"{name}.grad.{k}"] for k in m.wrt}
         if value.requires_grad:
-            got = torch.autograd.grad((value * rust[f"{name}.cot"]).sum(), tensors, allow_unused=True, retain_graph=True)
+            cot = rust[f"{name}.cot"]
+            got = torch.autograd.grad((value * cot).sum(), tensors, allow_unused=True, retain_graph=True)
         else:
             got = [None] * len(tensors)
         scale = max(w.abs().max().item() for w in want.values())

@@ -2,7 +2,7 @@
 # Runs the Python package's test suite against one torch release from PyPI, in a
 # fresh virtual environment (nothing else installed by hand):
 #
-#   scripts/test-torch-version.sh 2.4.1        # the oldest supported
+#   scripts/test-torch-version.sh 2.4.0        # the oldest supported
 #   scripts/test-torch-version.sh 2.15.0       # the newest on PyPI
 #
 # The venv lives under ${PHYSCON_VENVS:-/tmp/physcon-venvs}/torch-<version>

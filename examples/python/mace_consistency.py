@@ -1,14 +1,12 @@
 """Train a MACE model with physcon's physical-consistency losses (an example of wiring).
 
-A small MACE (mace-torch, ``pip install mace-torch``) learns GFN2-xTB energies
-and forces of a handful of molecules from the shipped data
-(``data/train.extxyz.gz``, their 300 K Boltzmann frames), while a toy noise
-predictor is trained with the denoising loss and the two consistency laws
-against MACE: optimality (``StationarityLoss``, default flow: MACE is a frozen
-teacher, the structure generated from the noise prediction must sit where
-MACE's forces vanish) and score consistency (``ScoreConsistency``: the
-small-noise prediction must equal MACE's forces / kT). Run from the repository
-root::
+A small MACE (``pip install mace-torch``) learns GFN2-xTB energies and forces
+of a few molecules of ``data/train.extxyz.gz`` (their 300 K Boltzmann frames);
+a toy noise predictor learns the denoising loss and the two consistency laws
+with MACE as a frozen teacher (the default flow): optimality
+(``StationarityLoss``: MACE's forces vanish at the structure generated from the
+noise prediction) and score consistency (``ScoreConsistency``: the small-noise
+prediction equals MACE's forces / kT). From the repository root::
 
     python examples/python/mace_consistency.py --steps 5 --molecules 8 --device cpu
 
@@ -28,7 +26,7 @@ import warnings
 
 warnings.filterwarnings("ignore", message=".*(TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD|TorchScript type system)")
 
-import mace  # before e3nn: it sets TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD, which e3nn 0.4.4 needs on torch >= 2.6
+import mace  # noqa: F401  (before e3nn: sets TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD, which e3nn 0.4.4 needs on torch >= 2.6)
 import torch
 from e3nn import o3
 from mace.modules import MACE, RealAgnosticResidualInteractionBlock
@@ -43,7 +41,8 @@ KELVIN = 300.0  # the frames used are Boltzmann samples at 300 K (data/README.md
 
 
 def read_frames(path, limit):
-    """The first ``limit`` frames of the extxyz file: ``(mol_id, kelvin, Z [n], pos [n, 3], forces [n, 3], energy)``."""
+    """The first ``limit`` frames of the extxyz file (format: data/README.md):
+    ``(kelvin, Z [n], pos [n, 3] Å, forces [n, 3] eV/Å, energy eV)``, kelvin NaN for unperturbed frames."""
     frames = []
     with gzip.open(path, "rt", encoding="utf-8") as f:
         while len(frames) < limit and (count := f.readline()).strip():
@@ -52,13 +51,13 @@ def read_frames(path, limit):
             z = torch.tensor([SYMBOLS[r[0]] for r in rows])
             values = torch.tensor([[float(v) for v in r[1:7]] for r in rows], dtype=torch.float64)
             kelvin = float(keys.get("temperature", "nan"))
-            frames.append((keys["mol_id"], kelvin, z, values[:, :3], values[:, 3:], float(keys["energy"])))
+            frames.append((kelvin, z, values[:, :3], values[:, 3:], float(keys["energy"])))
     return frames
 
 
 def atomic_energies(frames):
     """Per-element reference energies E0 (eV), least squares over the frames, in MACE's element order."""
-    counts = torch.stack([torch.bincount(z, minlength=18)[ELEMENTS] for _, _, z, _, _, _ in frames]).double()
+    counts = torch.stack([torch.bincount(z, minlength=18)[ELEMENTS] for _, z, *_ in frames]).double()
     energies = torch.tensor([e for *_, e in frames], dtype=torch.float64)
     return torch.linalg.lstsq(counts, energies.unsqueeze(1)).solution.squeeze(1).numpy()
 
@@ -89,20 +88,22 @@ def mace_graph(z, batch, device):
 def mace_energy(model, graph):
     """physcon's energy callable ``pos [N, 3] -> [B]`` (eV) for a MACE model and a batch graph.
 
-    The given ``pos`` goes into a fresh copy of the dict (MACE's forward writes
-    into it); MACE's own force computation is switched off: physcon takes the
-    derivatives it needs (forces, Hessian-vector products) itself."""
+    The ``pos`` physcon gives goes into a fresh copy of the dict (MACE's forward
+    may write into it); ``{**graph, "positions": captured}`` would raise physcon's
+    ValueError. MACE's own forces are switched off: physcon takes the derivatives
+    it needs (forces, Hessian-vector products) itself. (MACE calls
+    ``positions.requires_grad_(True)``: a no-op here, physcon passes tensors that
+    already require grad.)"""
 
     def energy(pos):
-        return model({**graph, "positions": pos}, training=True, compute_force=False)["energy"]
+        return model({**graph, "positions": pos}, compute_force=False)["energy"]
 
     return energy
 
 
 class NoisePredictor(nn.Module):
-    """A toy noise predictor, a stand-in for a real diffusion model: ``eps_i = sum_j w(r_ij, sigma) (x_i - x_j)``
-    over the graph's pairs. Rotation-equivariant, translation-invariant and, since ``w_ij = w_ji``,
-    centre-of-mass free by construction."""
+    """A toy noise predictor (a stand-in for a diffusion model; this example is about the wiring):
+    ``eps_i = sum_j w(r_ij, sigma) (x_i - x_j)``, equivariant and, as ``w_ij = w_ji``, centre-of-mass free."""
 
     def __init__(self, hidden=32, basis=16):
         super().__init__()
@@ -123,23 +124,25 @@ def main(argv=None):
     parser.add_argument("--steps", type=int, default=5)
     parser.add_argument("--molecules", type=int, default=8, help="molecules in the (single) training batch")
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (more oversubscribe a busy machine)")
     parser.add_argument("--data", default=os.path.join(os.path.dirname(__file__), "..", "..", "data", "train.extxyz.gz"))
     args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     torch.set_default_dtype(torch.float64)  # MACE's default; MACE builds its buffers in the default dtype
     device = torch.device(args.device)
 
-    # Data: 4 frames per molecule (mmff, then perturbed at 300/450/600 K); E0s fitted on >= 64 molecules.
+    # Data: 4 frames per molecule (mmff, then perturbed at 300/450/600 K); E0s fitted on >= 64 molecules;
+    # training on the 300 K frame of the first --molecules molecules (Boltzmann samples: score consistency's kT).
     frames = read_frames(args.data, 4 * max(args.molecules, 64))
     e0 = atomic_energies(frames)
-    chosen = [f for f in frames if f[1] == KELVIN][: args.molecules]
-    z = torch.cat([f[2] for f in chosen])
-    batch = torch.cat([torch.full((len(f[2]),), m) for m, f in enumerate(chosen)])
-    pos = torch.cat([f[3] for f in chosen]).to(device)
-    f_ref = torch.cat([f[4] for f in chosen]).to(device)
-    e_ref = torch.tensor([f[5] for f in chosen], device=device)
-    graph = mace_graph(z, batch, device)
+    _, species, positions, forces, energies = zip(*[f for f in frames if f[0] == KELVIN][: args.molecules])
+    z = torch.cat(species)
+    batch = torch.cat([torch.full((len(s),), m) for m, s in enumerate(species)])
+    graph = mace_graph(z, batch, device)  # the neighbour list etc., once for the batch
     batch = graph["batch"]
+    pos, f_ref = torch.cat(positions).to(device), torch.cat(forces).to(device)
+    e_ref = torch.tensor(energies, device=device)
     b = physcon.Batch(batch)  # validated once, passed to every loss
     i, j = graph["edge_index"]
     neighbours = ((pos[i] - pos[j]).norm(dim=1) < R_MAX).sum().item() / len(z)
@@ -153,7 +156,7 @@ def main(argv=None):
         atomic_numbers=ELEMENTS, correlation=2, gate=nn.functional.silu, radial_MLP=[32, 32],
     ).to(device)
     denoiser = NoisePredictor().to(device)
-    optimiser = torch.optim.Adam([{"params": model.parameters()}, {"params": denoiser.parameters(), "lr": 1e-3}], lr=1e-2)
+    optimiser = torch.optim.Adam([{"params": model.parameters(), "lr": 1e-2}, {"params": denoiser.parameters(), "lr": 1e-3}])
 
     energy_loss, force_loss = physcon.EnergyLoss(per_atom=True), physcon.ForceLoss()
     denoising = physcon.DenoisingLoss()
@@ -161,7 +164,7 @@ def main(argv=None):
     score = physcon.ScoreConsistency(physcon.kelvin_to_kt(KELVIN))  # the same default flow
     weights = {"energy": 1.0, "forces": 10.0, "denoising": 1.0, "optimality": 0.1, "score": 1.0}
     energy = mace_energy(model, graph)  # pos [N, 3] -> [B]
-    print(f"{len(chosen)} molecules, {len(z)} atoms, {len(i)} edges, {neighbours:.1f} neighbours within {R_MAX} Å")
+    print(f"{len(species)} molecules, {len(z)} atoms, {len(i)} edges, {neighbours:.1f} neighbours within {R_MAX} Å")
 
     start = time.perf_counter()
     for step in range(args.steps):
@@ -180,7 +183,7 @@ def main(argv=None):
             "forces": force_loss(f, f_ref, b),
             "denoising": denoising(eps_hat, eps, b),
             "optimality": optimality(energy, x0_hat, b),
-            "score": score(eps_hat, physcon.NoiseLevel(alpha, sigma), b, energy=energy, clean=pos),
+            "score": score(eps_hat, physcon.NoiseLevel(alpha, sigma), b, energy=energy, clean=x0),
         }
         total = sum(weights[k] * v for k, v in terms.items())
         optimiser.zero_grad()

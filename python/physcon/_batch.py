@@ -33,7 +33,12 @@ class Batch:
 
     Attributes: ``batch`` ``[N]``, ``num_molecules`` B, ``num_atoms`` N,
     ``counts`` ``[B]`` (int64, atoms per molecule, on the batch's device),
-    ``device``. Picklable, so it crosses ``DataLoader`` workers.
+    ``device``. Reductions the losses use, differentiable to any order and
+    unchecked (the caller's shapes must fit): ``sum(values)`` and
+    ``mean(values)`` per molecule (``[N, ...] -> [B, ...]``),
+    ``expand(values)`` to the atoms (``[B, ...] -> [N, ...]``), ``centre(x)``
+    (each molecule's centroid removed from ``[N, 3]``). ``to(device)`` moves
+    it. Picklable, so it crosses ``DataLoader`` workers.
     """
 
     __slots__ = ("batch", "num_molecules", "counts", "_counts_float")

@@ -116,16 +116,32 @@ class Finite:
 
     def add(self, arg: str, t: Tensor) -> None:
         if self.pending is not None and t.numel() > 0:
-            self.pending.append((arg, t.detach()))
+            self.pending.append((arg, t))
 
     def finish(self) -> None:
         if not self.pending:
             return
+        # Values only: no graph for the reductions (cheaper than a detach per tensor).
+        with torch.no_grad():
+            self._settle()
+        self.pending = []
+
+    def _settle(self) -> None:
+        assert self.pending is not None
         if len(self.pending) == 1:
             finite(*self.pending[0])
             return
-        # Each sum in its own dtype, so that a float16 sum overflows as float16 would.
-        sums = host_floats([t.sum(dtype=t.dtype) for _, t in self.pending])
+        tensors = [t for _, t in self.pending]
+        if all(t.dtype == tensors[0].dtype and t.device == tensors[0].device for t in tensors):
+            # One reduction over every value: finite whenever each value is (a non-finite
+            # sum, or finite values that overflow, goes to the exact test per argument).
+            total = torch.cat([t.reshape(-1) for t in tensors]).sum().item()
+            if _is_finite(total):
+                return
+            sums = [math.nan] * len(tensors)
+        else:
+            # Each sum in its own dtype, so that a float16 sum overflows as float16 would.
+            sums = host_floats([t.sum(dtype=t.dtype) for t in tensors])
         for (arg, t), total in zip(self.pending, sums):
             if not _is_finite(total):
                 finite(arg, t)

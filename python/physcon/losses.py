@@ -35,6 +35,7 @@ from . import _checks as check
 from ._batch import Batch, BatchLike, as_batch
 from ._checks import Finite
 from ._energy import (
+    NO_GRAPH,
     NO_POSITION_DEPENDENCE,
     EnergyFn,
     derivatives,
@@ -342,20 +343,22 @@ class DenoisingLoss(nn.Module):
 # Consistency losses
 
 
-def _surrogate(values: Tensor, v: Tensor, x: Tensor, b: Batch) -> Tensor:
-    """Per molecule, the value ``values`` with gradient ``v`` with respect to ``x`` and
-    no path to anything else ``values`` was computed from:
-    ``values.detach() + sum_{i in b} v_i . (x_i - x_i.detach())``.
+def _surrogate(value: Tensor, v: Tensor, x: Tensor, b: Batch) -> Tensor:
+    """The value ``value`` with gradient ``v`` with respect to ``x`` and no path to
+    anything else ``value`` was computed from: ``value.detach() + sum v . (x - x.detach())``,
+    the sum over every atom for a scalar ``value`` and per molecule for a ``[B]`` one.
 
     The exact frozen-teacher recipe: ``v`` was taken on a detached leaf copy of
     ``x``, so no parameter of the teacher sees a gradient. Exact per molecule
     because molecules do not interact (no gradient leaks between them).
     """
-    values = values.detach()
+    value = value.detach()
     if not x.requires_grad:
-        return values
+        return value
     product = v.detach() * (x - x.detach())
-    return values + b.sum(product.sum(dim=1, dtype=values.dtype))
+    if value.dim() == 0:
+        return value + product.sum(dtype=value.dtype)
+    return value + b.sum(product.sum(dim=1, dtype=value.dtype))
 
 
 def _with_flow(
@@ -364,23 +367,36 @@ def _with_flow(
     b: Batch,
     finite: Finite,
     per_molecule: Callable[[Tensor], Tensor],
+    *,
+    reduce: bool,
+    required: bool,
 ) -> Tensor:
-    """``per_molecule(x)`` ``[B]`` at the structure under the gradient flow (finiteness queued)."""
-    if flow == GradientFlow.BOTH:
-        x = structure if structure.requires_grad else leaf_copy(structure)
-        values = per_molecule(x)
-        finite.add("optimality loss (the energy's gradient)", values)
-        return values
-    if flow == GradientFlow.TO_ENERGY:
-        values = per_molecule(leaf_copy(structure))
-        finite.add("optimality loss (the energy's gradient)", values)
-        return values
-    x = leaf_copy(structure)
-    values = per_molecule(x)
-    finite.add("optimality loss (the energy's gradient)", values)
+    """``per_molecule(x)`` ``[B]`` at the structure under the gradient flow, its mean
+    with ``reduce`` (finiteness queued).
+
+    ``required``: under ``TO_STRUCTURE``, no path from the structure to the loss
+    means the energy ignores its positions (the descent loss); otherwise such a
+    loss has a legitimate zero gradient (the stationarity of a linear energy,
+    whose dependence on the positions ``per_molecule`` checked itself).
+    """
+    x = structure if (flow == GradientFlow.BOTH and structure.requires_grad) else leaf_copy(structure)
+    value = per_molecule(x)
+    if reduce:
+        value = value.mean(dtype=value.dtype)
+    finite.add("optimality loss (the energy's gradient)", value)
+    if flow != GradientFlow.TO_STRUCTURE:
+        return value
     # Molecules do not interact, so the gradient of the sum holds each molecule's own gradient on its atoms.
-    v = grad_or_zeros(values.sum(dtype=values.dtype), x, retain_graph=False, create_graph=False)
-    return _surrogate(values, v, structure, b)
+    total = value if reduce else value.sum(dtype=value.dtype)
+    if required:
+        if not total.requires_grad:
+            raise ValueError(NO_GRAPH)
+        (v,) = torch.autograd.grad(total, x, allow_unused=True)
+        if v is None:
+            raise ValueError(NO_POSITION_DEPENDENCE)
+    else:
+        v = grad_or_zeros(total, x, retain_graph=False, create_graph=False)
+    return _surrogate(value, v, structure, b)
 
 
 def _consistency_setup(flow: object, checks: object) -> Tuple[GradientFlow, str]:
@@ -422,10 +438,13 @@ class StationarityLoss(nn.Module):
         return f"flow={self.flow!r}, checks='{self.checks}'"
 
     def forward(self, energy: EnergyFn, structure: Tensor, batch: BatchLike) -> Tensor:
-        return self.per_molecule(energy, structure, batch).mean()
+        return self._run(energy, structure, batch, reduce=True)
 
     def per_molecule(self, energy: EnergyFn, structure: Tensor, batch: BatchLike) -> PerMolecule:
         """``(1/n_b) sum_{i in b} ||dE/dR_hat_i||^2`` of every molecule, ``[B]``."""
+        return _finish(self._run(energy, structure, batch, reduce=False), None, self.checks)
+
+    def _run(self, energy: EnergyFn, structure: Tensor, batch: BatchLike, reduce: bool) -> Tensor:
         refuse_inference_mode("StationarityLoss")
         b = as_batch(batch)
         finite = Finite(self.checks == "full")
@@ -437,9 +456,9 @@ class StationarityLoss(nn.Module):
             return b.mean(grad.square().sum(dim=1, dtype=x.dtype))
 
         with derivatives() as detach:
-            values = _with_flow(self.flow, structure, b, finite, per_molecule)
+            value = _with_flow(self.flow, structure, b, finite, per_molecule, reduce=reduce, required=False)
             finite.finish()
-        return _finish(values, None, self.checks, detach)
+        return value.detach() if detach else value
 
 
 class EnergyDescentLoss(nn.Module):
@@ -468,10 +487,13 @@ class EnergyDescentLoss(nn.Module):
         return f"flow={self.flow!r}, checks='{self.checks}'"
 
     def forward(self, energy: EnergyFn, structure: Tensor, reference: Tensor, batch: BatchLike) -> Tensor:
-        return self.per_molecule(energy, structure, reference, batch).mean()
+        return self._run(energy, structure, reference, batch, reduce=True)
 
     def per_molecule(self, energy: EnergyFn, structure: Tensor, reference: Tensor, batch: BatchLike) -> PerMolecule:
         """``(E(R_hat_b) - sg E(R_ref,b)) / n_b`` of every molecule, ``[B]``."""
+        return _finish(self._run(energy, structure, reference, batch, reduce=False), None, self.checks)
+
+    def _run(self, energy: EnergyFn, structure: Tensor, reference: Tensor, batch: BatchLike, reduce: bool) -> Tensor:
         refuse_inference_mode("EnergyDescentLoss")
         b = as_batch(batch)
         finite = Finite(self.checks == "full")
@@ -481,41 +503,26 @@ class EnergyDescentLoss(nn.Module):
         refuse_inference_tensor("structure", structure)
         flow = self.flow
         with torch.no_grad():
-            reference_energy = evaluate(energy, reference, b, finite)
+            # A detached view: a model may call requires_grad_ on the positions it is given (MACE does).
+            reference_energy = evaluate(energy, reference.detach(), b, finite)
 
         def per_molecule(x: Tensor) -> Tensor:
             e = evaluate(energy, x, b, finite)
-            if flow != GradientFlow.TO_STRUCTURE and torch.is_grad_enabled():
+            if flow != GradientFlow.TO_STRUCTURE:
+                # Under TO_STRUCTURE `_with_flow` finds a missing path for free; here it costs one backward.
                 _depends_on(e, x)
             return (e - reference_energy) / b.counts_as(x.dtype)
 
         with derivatives() as detach:
-            if flow == GradientFlow.TO_STRUCTURE:
-                x = leaf_copy(structure)
-                values = per_molecule(x)
-                finite.add("optimality loss (the energy's gradient)", values)
-                if not values.requires_grad:
-                    raise ValueError(_NO_GRAPH_DESCENT)
-                (v,) = torch.autograd.grad(values.sum(dtype=values.dtype), x, allow_unused=True)
-                if v is None:
-                    raise ValueError(NO_POSITION_DEPENDENCE)
-                values = _surrogate(values, v, structure, b)
-            else:
-                values = _with_flow(flow, structure, b, finite, per_molecule)
+            value = _with_flow(flow, structure, b, finite, per_molecule, reduce=reduce, required=True)
             finite.finish()
-        return _finish(values, None, self.checks, detach)
-
-
-_NO_GRAPH_DESCENT = (
-    "`energy model output` has no autograd graph: the energy must be computed from the positions it is "
-    "given, with grad enabled"
-)
+        return value.detach() if detach else value
 
 
 def _depends_on(energy: Tensor, x: Tensor) -> None:
     """Refuses an energy with no autograd path to ``x`` (a silent zero otherwise)."""
     if not energy.requires_grad:
-        raise ValueError(_NO_GRAPH_DESCENT)
+        raise ValueError(NO_GRAPH)
     (grad,) = torch.autograd.grad(energy.sum(dtype=energy.dtype), x, retain_graph=True, allow_unused=True)
     if grad is None:
         raise ValueError(NO_POSITION_DEPENDENCE)

@@ -90,7 +90,8 @@ def energy_gap(energy: EnergyFn, pred: Tensor, reference: Tensor, batch: BatchLi
     b.check_atoms3("reference", reference, finite)
     check.same_dtype("reference", reference, pred.dtype)
     with torch.no_grad():
-        gap = evaluate(energy, pred, b, finite) - evaluate(energy, reference, b, finite)
+        # Detached views: a model may call requires_grad_ on the positions it is given (MACE does).
+        gap = evaluate(energy, pred.detach(), b, finite) - evaluate(energy, reference.detach(), b, finite)
     finite.finish()
     return gap
 

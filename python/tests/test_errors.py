@@ -312,3 +312,22 @@ def test_inference_mode_gets_a_clear_error(mol64):
     # Losses that need no derivative work in inference mode.
     with torch.inference_mode():
         assert torch.isfinite(physcon.DenoisingLoss()(m.eps, m.eps, m.batch))
+
+
+def test_the_losses_never_hand_the_callers_tensors_to_the_model(mol64):
+    """A model may call requires_grad_ on the positions it is given (MACE does): the
+    caller's own tensors must come back as they went in."""
+    m = mol64
+
+    def grabby(pos):
+        if not pos.requires_grad and pos.is_leaf:
+            pos.requires_grad_(True)
+        return m.energy(pos)
+
+    structure, reference = m.pos.clone(), m.other.clone()
+    for flow in ["to_structure", "both", "to_energy"]:
+        physcon.EnergyDescentLoss(flow=flow)(grabby, structure, reference, m.batch)
+        physcon.StationarityLoss(flow=flow)(grabby, structure, m.batch)
+    physcon.energy_gap(grabby, structure, reference, m.batch)
+    physcon.energy_and_forces(grabby, structure, m.batch)
+    assert not structure.requires_grad and not reference.requires_grad

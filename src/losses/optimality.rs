@@ -224,7 +224,7 @@ impl EnergyDescentLoss {
                 let e = evaluate(energy, x, layout, finite)?;
                 if flow != GradientFlow::ToStructure {
                     // Under ToStructure `with_flow` finds a missing path for free; here it costs one backward.
-                    grad_of_energy(&e, x, Backward::KeepForward)?;
+                    let _ = grad_of_energy(&e, x, Backward::KeepForward)?;
                 }
                 Ok(e.f_sub(&reference_energy)?
                     .f_div(&layout.counts_as(x.kind(), 1)?)?)

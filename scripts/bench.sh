@@ -8,7 +8,7 @@
 # Run it on an otherwise idle machine: every timing is wall-clock. Results and
 # logs go to target/bench/ (step-table.md, scaling.md, overhead.txt, *.log).
 # PYTHON overrides the interpreter of the PyTorch side (default: python3 on the
-# PATH that scripts/with-libtorch.sh sets up, i.e. the torch 2.11.0 venv);
+# PATH that scripts/with-libtorch.sh sets up, i.e. the torch 2.13.0 venv);
 # BENCH_ROUNDS the number of alternating physcon/PyTorch rounds (default 3);
 # BENCH_MALLOC=tuned runs every process (both sides) with glibc malloc told to
 # keep freed memory (MALLOC_MMAP_THRESHOLD_, MALLOC_TRIM_THRESHOLD_: no fresh

@@ -21,7 +21,7 @@ backward of the weighted total, plain SGD update.
     scripts/with-libtorch.sh python3 scripts/bench_pytorch.py            # after `cargo bench --bench step`
     scripts/with-libtorch.sh python3 scripts/bench_pytorch.py --check-only
 
-Needs only torch 2.11.0 (safetensors files are read with a few lines below; no numpy).
+Needs only torch 2.13.0 (safetensors files are read with a few lines below; no numpy).
 """
 
 import argparse

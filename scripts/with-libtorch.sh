@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
-# Runs a command with libtorch 2.11.0 available to tch 0.24.
+# Runs a command with libtorch 2.13.0 available to tch 0.26.
 #
 # A user's own setup wins: if LIBTORCH or LIBTORCH_USE_PYTORCH is already set,
-# the command runs as it is. Otherwise torch==2.11.0 is installed from PyPI into
+# the command runs as it is. Otherwise torch==2.13.0 is installed from PyPI into
 # a cached virtual environment outside the repository (once, ~4.6 GB) and the
 # build links against it through LIBTORCH_USE_PYTORCH=1.
 #
@@ -11,7 +11,7 @@
 # PHYSCON_CACHE overrides the cache folder (default ~/.cache/physcon).
 set -euo pipefail
 
-TORCH_VERSION=2.11.0
+TORCH_VERSION=2.13.0
 
 if [[ -n "${LIBTORCH:-}" ]]; then
     lib="${LIBTORCH}/lib"

@@ -122,6 +122,51 @@ fn malformed_fixtures_name_file_and_line() {
     }
 }
 
+/// A frame whose atom count is smaller than its atom lines is refused at the
+/// first atom line beyond the count, never read cut short; the frames after
+/// it are still read.
+#[test]
+fn a_short_atom_count_is_refused_not_cut() {
+    let text = std::fs::read_to_string(fixture("valid_small.extxyz")).unwrap();
+    let short = text.replacen("5\n", "3\n", 1);
+    let frames = physcon::data::parse_extxyz_frames(&short, Path::new("short.extxyz"));
+    assert_eq!(frames.len(), 4);
+    match &frames[0] {
+        (1, Err(Error::Parse { line: 6, kind, .. })) => {
+            let message = kind.to_string();
+            for words in [
+                "is an atom line",
+                "the atom count (line 1) declares 3 atoms",
+                "5 atom lines",
+            ] {
+                assert!(message.contains(words), "`{words}`: {message}");
+            }
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(frames[1].0, 8);
+    assert!(frames[1..].iter().all(|(_, f)| f.is_ok()));
+    assert!(parse_extxyz(&short, Path::new("short.extxyz")).is_err());
+    // The same on the file's last frame, and with an atomic-number column.
+    let last = text.replacen(
+        "9\nProperties=species:S:1:pos:R:3:forces:R:3 mol_id=nci-03004 smiles=\"N=c1nn[nH][nH]1\" level=xtb",
+        "7\nProperties=species:S:1:pos:R:3:forces:R:3 mol_id=nci-03004 smiles=\"N=c1nn[nH][nH]1\" level=xtb",
+        1,
+    );
+    assert_ne!(last, text);
+    let frames = physcon::data::parse_extxyz_frames(&last, Path::new("last.extxyz"));
+    assert!(
+        matches!(frames.last(), Some((26, Err(Error::Parse { line: 35, .. })))),
+        "{frames:?}"
+    );
+    let numbered = "2\nProperties=Z:I:1:pos:R:3 mol_id=hcl\n17 0 0 0\n1 1.27 0 0\n1 2.5 0 0\n";
+    let frames = physcon::data::parse_extxyz_frames(numbered, Path::new("z.extxyz"));
+    assert!(
+        matches!(&frames[..], [(1, Err(Error::Parse { line: 5, .. }))]),
+        "{frames:?}"
+    );
+}
+
 #[test]
 fn missing_file_is_an_io_error_naming_it() {
     let path = fixture("does_not_exist.extxyz");
@@ -383,4 +428,62 @@ proptest! {
             }
         }
     }
+}
+
+/// Every fixture (extended XYZ, SDF, the user corpus), read record by record
+/// from its file in bounded memory, gives what parsing its whole text gives,
+/// whatever the read buffer's size; a file read_text refuses ends its lines
+/// with read_text's error.
+#[test]
+fn records_read_one_at_a_time_are_the_whole_texts_records() {
+    use physcon::data::{
+        parse_extxyz_frames, parse_sdf_records, read_text, ExtxyzFrames, SdfRecords, TextLines,
+    };
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
+    let mut files = Vec::new();
+    for dir in ["extxyz", "sdf", "userio"] {
+        for entry in std::fs::read_dir(root.join(dir)).unwrap() {
+            files.push(entry.unwrap().path());
+        }
+    }
+    files.sort();
+    let mut compared = 0;
+    for path in &files {
+        for capacity in [3, 64 << 10] {
+            let lines = || TextLines::open_with(path, physcon::data::MAX_TEXT_BYTES, capacity).unwrap();
+            let whole = read_text(path);
+            // The records, then the lines after them: a fault of the whole text shows at the end.
+            let mut sdf = SdfRecords::new(lines(), path);
+            let sdf = sdf
+                .by_ref()
+                .collect::<physcon::Result<Vec<_>>>()
+                .and_then(|r| sdf.into_lines().collect::<physcon::Result<Vec<_>>>().map(|_| r));
+            let mut xyz = ExtxyzFrames::new(lines(), path);
+            let xyz = xyz
+                .by_ref()
+                .collect::<physcon::Result<Vec<_>>>()
+                .and_then(|r| xyz.into_lines().collect::<physcon::Result<Vec<_>>>().map(|_| r));
+            match whole {
+                Ok(text) => {
+                    let name = path.display();
+                    assert_eq!(
+                        format!("{:?}", parse_sdf_records(&text, path)),
+                        format!("{:?}", sdf.unwrap()),
+                        "{name}"
+                    );
+                    assert_eq!(
+                        format!("{:?}", parse_extxyz_frames(&text, path)),
+                        format!("{:?}", xyz.unwrap()),
+                        "{name}"
+                    );
+                    compared += 1;
+                }
+                Err(e) => {
+                    assert_eq!(e.to_string(), sdf.unwrap_err().to_string());
+                    assert_eq!(e.to_string(), xyz.unwrap_err().to_string());
+                }
+            }
+        }
+    }
+    assert!(compared > 100, "{compared}");
 }

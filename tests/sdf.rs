@@ -212,8 +212,16 @@ fn silent_changes_are_refused_at_their_line() {
     };
     let mut fewer = lines.clone();
     fewer[3] = "  9  6  0  0  0  0  0  0  0  0999 V2000";
+    // Fewer atoms than the block holds: the first left over is named, never a bond misread.
+    let mut short = lines.clone();
+    short[3] = "  7  8  0  0  0  0  0  0  0  0999 V2000";
     let cases: Vec<(String, usize, &str)> = vec![
         (fewer.join("\n"), 4 + 9 + 6 + 1, "declares 6 bonds"),
+        (
+            short.join("\n"),
+            4 + 7 + 1,
+            "is an atom line, but the counts line (line 4) declares 7 atoms, all read before it (9 atom lines",
+        ),
         (
             insert("M  CHG  2   1  -1"),
             end + 1,
@@ -330,4 +338,41 @@ proptest! {
             }
         }
     }
+}
+
+/// Formal charges come from `M  CHG` lines, which replace the atom block's
+/// charge column, or else from that column; V3000 from `CHG=`.
+#[test]
+fn formal_charges_from_the_atom_block_or_m_chg() {
+    let good = std::fs::read_to_string(fixture("ethanol.mol")).unwrap();
+    let record = |text: &str| parse(text).unwrap().remove(0);
+    assert_eq!(record(&good).formal_charges(), [0; 9]);
+    // Atom block: code 3 is +1, 5 is -1, 4 (a doublet radical) no charge.
+    let block = good
+        .replacen("0.2418 C   0  0", "0.2418 C   0  5", 1)
+        .replacen("-0.0073 O   0  0", "-0.0073 O   0  3", 1)
+        .replacen("-0.4015 C   0  0", "-0.4015 C   0  4", 1);
+    let mut expected = [0; 9];
+    (expected[0], expected[2]) = (-1, 1);
+    assert_eq!(record(&block).formal_charges(), expected);
+    // `M  CHG` replaces every charge of the atom block.
+    let chg = block.replace("M  END", "M  CHG  2   2  -1   9   1\nM  END");
+    let mut expected = [0; 9];
+    (expected[1], expected[8]) = (-1, 1);
+    assert_eq!(record(&chg).formal_charges(), expected);
+    // V3000: `CHG=` on the atom line, also where the line continues.
+    let v3000 = std::fs::read_to_string(fixture("rdkit_small_v3000.sdf")).unwrap();
+    let first = v3000.split("$$$$\n").next().unwrap();
+    let lines: Vec<&str> = first.lines().collect();
+    let atom = lines
+        .iter()
+        .position(|l| l.starts_with("M  V30 BEGIN ATOM"))
+        .unwrap()
+        + 1;
+    let mut edited: Vec<String> = lines.iter().map(|l| l.to_string()).collect();
+    edited[atom] = format!("{} CHG=-1", lines[atom]);
+    edited[atom + 2] = format!("{} -\nM  V30 CHG=1", lines[atom + 2]);
+    let charges = record(&(edited.join("\n") + "\n")).formal_charges();
+    assert_eq!(&charges[..3], [-1, 0, 1]);
+    assert!(charges[3..].iter().all(|&c| c == 0));
 }

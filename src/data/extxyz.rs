@@ -44,48 +44,208 @@ pub fn parse_extxyz(text: &str, path: &Path) -> Result<Vec<Frame>> {
 /// order. A fault inside a frame leaves the frames after it readable (its
 /// atom count says where the next one starts); an atom count that cannot be
 /// read, or a file that ends inside a frame, ends the list with its error,
-/// since nothing after it can be placed.
+/// since nothing after it can be placed. [`ExtxyzFrames`] reads the same
+/// frames one at a time.
 pub fn parse_extxyz_frames(text: &str, path: &Path) -> Vec<(usize, Result<Frame>)> {
-    let lines: Vec<&str> = text.lines().collect();
-    let fail = |line: usize, kind| Error::Parse {
-        path: path.to_owned(),
-        line,
-        kind,
-    };
-    let mut frames = Vec::new();
-    let mut k = 0;
-    while k < lines.len() {
-        if lines[k..].iter().all(|l| l.trim().is_empty()) {
-            break;
+    // Lines in memory come without an error.
+    ExtxyzFrames::new(text.lines().map(Ok::<_, Error>), path)
+        .flatten()
+        .collect()
+}
+
+/// The frames of extended-XYZ lines, one at a time, as [`parse_extxyz_frames`]
+/// gives them all: each `Ok((line of its atom count, the frame or its fault))`,
+/// holding one frame's lines at a time. `lines` are a file's lines
+/// ([`crate::data::TextLines`]) or text's; an error of theirs ends the frames.
+#[derive(Debug)]
+pub struct ExtxyzFrames<I, S> {
+    lines: I,
+    /// A line read ahead (the one after a frame's last atom line), not yet taken.
+    ahead: Option<S>,
+    path: std::path::PathBuf,
+    /// 0-based index of the next line to take.
+    next: usize,
+    done: bool,
+}
+
+impl<I, S> ExtxyzFrames<I, S>
+where
+    I: Iterator<Item = Result<S>>,
+    S: AsRef<str>,
+{
+    /// The frames of `lines`; `path` only names the source in errors.
+    pub fn new(lines: I, path: &Path) -> Self {
+        Self {
+            lines,
+            ahead: None,
+            path: path.to_owned(),
+            next: 0,
+            done: false,
         }
-        let header = k + 1;
-        let Ok(count) = lines[k].trim().parse::<usize>() else {
-            frames.push((
-                header,
-                Err(fail(header, ParseError::AtomCount(excerpt(lines[k].trim())))),
-            ));
-            break;
+    }
+
+    /// The lines being read.
+    pub fn lines(&self) -> &I {
+        &self.lines
+    }
+
+    /// The lines not read yet (a line read ahead is dropped).
+    pub fn into_lines(self) -> I {
+        self.lines
+    }
+
+    /// The next line, counted.
+    fn take(&mut self) -> Result<Option<S>> {
+        let line = match self.ahead.take() {
+            Some(line) => Some(line),
+            None => self.lines.next().transpose()?,
         };
-        let available = lines.len().saturating_sub(k + 2);
-        if available < count || k + 1 >= lines.len() {
-            frames.push((
-                header,
-                Err(fail(
-                    header,
-                    ParseError::Truncated {
-                        expected: count,
-                        found: available.min(count),
-                    },
+        self.next += usize::from(line.is_some());
+        Ok(line)
+    }
+
+    /// The next line without taking it.
+    fn peek(&mut self) -> Result<Option<&S>> {
+        if self.ahead.is_none() {
+            self.ahead = self.lines.next().transpose()?;
+        }
+        Ok(self.ahead.as_ref())
+    }
+
+    fn fail(&self, line: usize, kind: ParseError) -> Error {
+        Error::Parse {
+            path: self.path.clone(),
+            line,
+            kind,
+        }
+    }
+
+    /// The next frame: `Ok(None)` at the end, `Err` for the lines' own error.
+    fn frame(&mut self) -> Result<Option<(usize, Result<Frame>)>> {
+        let header = self.next + 1;
+        let Some(first) = self.take()? else {
+            return Ok(None);
+        };
+        if first.as_ref().trim().is_empty() {
+            // Only blank lines after the last frame are no frame.
+            loop {
+                match self.take()? {
+                    None => return Ok(None),
+                    Some(l) if l.as_ref().trim().is_empty() => {}
+                    Some(_) => break,
+                }
+            }
+        }
+        let end = |frame: Error| {
+            // Nothing after this fault can be placed.
+            Ok(Some((header, Err(frame))))
+        };
+        let Ok(count) = first.as_ref().trim().parse::<usize>() else {
+            self.done = true;
+            return end(self.fail(header, ParseError::AtomCount(excerpt(first.as_ref().trim()))));
+        };
+        let truncated = |found: usize| ParseError::Truncated {
+            expected: count,
+            found,
+        };
+        let Some(comment) = self.take()? else {
+            self.done = true;
+            return end(self.fail(header, truncated(0)));
+        };
+        let mut atoms: Vec<S> = Vec::new();
+        while atoms.len() < count {
+            match self.take()? {
+                Some(line) => atoms.push(line),
+                None => {
+                    self.done = true;
+                    return end(self.fail(header, truncated(atoms.len())));
+                }
+            }
+        }
+        let atom_lines: Vec<&str> = atoms.iter().map(AsRef::as_ref).collect();
+        let mut frame = parse_frame(count, comment.as_ref(), &atom_lines, header + 1)
+            .map_err(|(line, kind)| self.fail(line, kind));
+        // Atom lines after the frame's last one: the count is short, and the frame
+        // would be read cut to its first atoms. The whole run is this frame's.
+        let next = self.next + 1;
+        let (mut extra, mut first_extra) = (0, None);
+        while let Some(line) = self.peek()? {
+            if !is_atom_line(line.as_ref(), comment.as_ref()) {
+                break;
+            }
+            let line = self.take()?;
+            extra += 1;
+            if first_extra.is_none() {
+                first_extra = line;
+            }
+        }
+        if let Some(line) = first_extra {
+            frame = Err(self.fail(
+                next,
+                ParseError::Record(format!(
+                    "`{}` is an atom line, but the atom count (line {header}) declares {count} atoms, all \
+                     read before it ({} atom lines follow the comment line): correct the atom count",
+                    excerpt(line.as_ref().trim_end()),
+                    count + extra
                 )),
             ));
-            break;
         }
-        let frame = parse_frame(count, lines[k + 1], &lines[k + 2..k + 2 + count], header + 1)
-            .map_err(|(line, kind)| fail(line, kind));
-        frames.push((header, frame));
-        k += 2 + count;
+        Ok(Some((header, frame)))
     }
-    frames
+}
+
+impl<I, S> Iterator for ExtxyzFrames<I, S>
+where
+    I: Iterator<Item = Result<S>>,
+    S: AsRef<str>,
+{
+    type Item = Result<(usize, Result<Frame>)>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.done {
+            return None;
+        }
+        let frame = self.frame();
+        if !matches!(frame, Ok(Some(_))) {
+            self.done = true;
+        }
+        frame.transpose()
+    }
+}
+
+/// Whether `line` reads as an atom line of the frame whose comment line is
+/// `comment`: the columns its `Properties` declare (or, where they cannot be
+/// read, a symbol and three numbers), the species an element and the
+/// positions numbers. An atom count never is one.
+fn is_atom_line(line: &str, comment: &str) -> bool {
+    let fields: Vec<&str> = line.split_whitespace().collect();
+    let layout = parse_comment(comment).ok().and_then(|pairs| {
+        let properties = pairs.iter().find(|(k, _)| k == "Properties")?;
+        let columns = parse_properties(&properties.1).ok()?;
+        let find = |name: &str, kind: char, width: usize| {
+            columns
+                .iter()
+                .find(|c| c.name == name && c.kind == kind && c.width == width)
+                .map(|c| c.offset)
+        };
+        let species = find("species", 'S', 1)
+            .map(|o| (o, true))
+            .or_else(|| find("Z", 'I', 1).map(|o| (o, false)))?;
+        let width = columns.last().map_or(0, |c| c.offset + c.width);
+        Some((width, species, find("pos", 'R', 3)?))
+    });
+    let (width, (species, symbolic), pos) = layout.unwrap_or((fields.len().max(4), (0, true), 1));
+    let element = |f: &str| {
+        if symbolic {
+            atomic_number(f).is_some()
+        } else {
+            f.parse::<i64>().is_ok_and(|z| symbol(z).is_some())
+        }
+    };
+    fields.len() == width
+        && width >= 4
+        && element(fields[species])
+        && fields[pos..pos + 3].iter().all(|f| f.parse::<f64>().is_ok())
 }
 
 type LineResult<T> = std::result::Result<T, (usize, ParseError)>;

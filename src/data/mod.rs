@@ -16,11 +16,12 @@ pub use dataset::{shuffled_indices, splitmix64, Dataset, LabelledBatch, Splits};
 pub use elements::{atomic_number, symbol};
 pub use extxyz::{
     format_extxyz, format_extxyz_with_info, parse_extxyz, parse_extxyz_frames, read_extxyz, write_extxyz,
+    ExtxyzFrames,
 };
-pub use files::{read_text, write_atomic, write_text, MAX_TEXT_BYTES};
+pub use files::{read_text, write_atomic, write_text, AtomicFile, TextFile, TextLines, MAX_TEXT_BYTES};
 pub use frame::Frame;
 pub use sdf::{
-    format_sdf, is_pseudo_atom, parse_sdf, parse_sdf_records, read_sdf, write_sdf, SdfRecord,
+    format_sdf, is_pseudo_atom, parse_sdf, parse_sdf_records, read_sdf, write_sdf, SdfRecord, SdfRecords,
     V2000_COORDINATE_WIDTH,
 };
 

@@ -109,6 +109,65 @@ impl SdfRecord {
         matches!(code, "2D" | "3D").then_some(code)
     }
 
+    /// The formal charge of each atom, in atom order, as the record gives it:
+    /// V2000 `M  CHG` lines, which replace every charge of the atom block when
+    /// the record has any (as the CTfile format says), else the atom block's
+    /// charge column (columns 37-39: 1, 2, 3 for +3, +2, +1; 5, 6, 7 for -1,
+    /// -2, -3; 4, a doublet radical, is no charge); V3000 `CHG=` of each atom line.
+    pub fn formal_charges(&self) -> Vec<i32> {
+        let mut charges = vec![0; self.atom_at.len()];
+        if self.v3000 {
+            for (a, &at) in self.atom_at.iter().enumerate() {
+                // An atom line may continue on the next (`-` at its end).
+                let mut text = String::new();
+                for line in &self.molblock[at..] {
+                    let body = line.strip_prefix("M  V30 ").unwrap_or(line).trim_end();
+                    match body.strip_suffix('-') {
+                        Some(b) => text.push_str(b),
+                        None => {
+                            text.push_str(body);
+                            break;
+                        }
+                    }
+                }
+                charges[a] = text
+                    .split_whitespace()
+                    .find_map(|t| t.strip_prefix("CHG=")?.parse().ok())
+                    .unwrap_or(0);
+            }
+            return charges;
+        }
+        let chg: Vec<&String> = self.molblock.iter().filter(|l| l.starts_with("M  CHG")).collect();
+        if chg.is_empty() {
+            for (a, &at) in self.atom_at.iter().enumerate() {
+                charges[a] = match columns(&self.molblock[at], 36, 39) {
+                    "1" => 3,
+                    "2" => 2,
+                    "3" => 1,
+                    "5" => -1,
+                    "6" => -2,
+                    "7" => -3,
+                    _ => 0,
+                };
+            }
+        }
+        // The entries were checked when the record was read: `aaa vvv` in 4 columns each.
+        for line in chg {
+            let n = columns(line, 6, 9).parse::<usize>().unwrap_or(0);
+            for e in 0..n {
+                let a = 9 + 8 * e;
+                let atom = columns(line, a, a + 4).parse::<usize>().unwrap_or(0);
+                if let (Some(c), Ok(v)) = (
+                    atom.checked_sub(1).and_then(|i| charges.get_mut(i)),
+                    columns(line, a + 4, a + 8).parse::<i32>(),
+                ) {
+                    *c = v;
+                }
+            }
+        }
+        charges
+    }
+
     /// The symbol of atom `atom` (0-based) as the file writes it (`D`, `R#`, `*`, ...).
     pub fn atom_symbol(&self, atom: usize) -> Option<&str> {
         let line = &self.molblock[*self.atom_at.get(atom)?];
@@ -184,31 +243,97 @@ pub fn parse_sdf(text: &str, path: &Path) -> Result<Vec<SdfRecord>> {
 /// record does not hide the others: `(1-based line of its title, the record
 /// or the error naming the line of its fault)`, in file order. Records are
 /// separated by `$$$$` lines, so a fault never spreads past its record.
+/// [`SdfRecords`] reads the same records one at a time.
 pub fn parse_sdf_records(text: &str, path: &Path) -> Vec<(usize, Result<SdfRecord>)> {
-    let lines: Vec<&str> = text.lines().collect();
-    let mut records = Vec::new();
-    let mut start = 0;
-    while start < lines.len() {
-        let end = lines[start..]
-            .iter()
-            .position(|l| l.trim_end() == "$$$$")
-            .map_or(lines.len(), |k| start + k);
-        // Only blank lines after the last `$$$$` are no record.
-        if end == lines.len() && lines[start..].iter().all(|l| l.trim().is_empty()) {
-            break;
+    // Lines in memory come without an error.
+    SdfRecords::new(text.lines().map(Ok::<_, Error>), path)
+        .flatten()
+        .collect()
+}
+
+/// The records of SDF or MOL lines, one at a time, as [`parse_sdf_records`]
+/// gives them all: each `Ok((line of its title, the record or its fault))`,
+/// holding one record's lines at a time. `lines` are a file's lines
+/// ([`crate::data::TextLines`]) or text's; an error of theirs ends the records.
+#[derive(Debug)]
+pub struct SdfRecords<I> {
+    lines: I,
+    path: std::path::PathBuf,
+    /// 0-based index of the next line.
+    next: usize,
+    /// Records given so far.
+    records: usize,
+    done: bool,
+}
+
+impl<I> SdfRecords<I> {
+    /// The records of `lines`; `path` only names the source in errors.
+    pub fn new(lines: I, path: &Path) -> Self {
+        Self {
+            lines,
+            path: path.to_owned(),
+            next: 0,
+            records: 0,
+            done: false,
         }
-        let record =
-            parse_record(&lines[start..end], start + 1, records.len() + 1).map_err(|(line, kind)| {
-                Error::Parse {
-                    path: path.to_owned(),
-                    line,
-                    kind,
-                }
-            });
-        records.push((start + 1, record));
-        start = end + 1;
     }
-    records
+
+    /// The lines being read.
+    pub fn lines(&self) -> &I {
+        &self.lines
+    }
+
+    /// The lines not read yet (a line read ahead is dropped).
+    pub fn into_lines(self) -> I {
+        self.lines
+    }
+}
+
+impl<I, S> Iterator for SdfRecords<I>
+where
+    I: Iterator<Item = Result<S>>,
+    S: AsRef<str>,
+{
+    type Item = Result<(usize, Result<SdfRecord>)>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.done {
+            return None;
+        }
+        let start = self.next;
+        let mut record: Vec<S> = Vec::new();
+        let mut closed = false;
+        for line in self.lines.by_ref() {
+            let line = match line {
+                Ok(line) => line,
+                Err(e) => {
+                    self.done = true;
+                    return Some(Err(e));
+                }
+            };
+            self.next += 1;
+            if line.as_ref().trim_end() == "$$$$" {
+                closed = true;
+                break;
+            }
+            record.push(line);
+        }
+        // Only blank lines after the last `$$$$` are no record.
+        if !closed {
+            self.done = true;
+            if record.iter().all(|l| l.as_ref().trim().is_empty()) {
+                return None;
+            }
+        }
+        self.records += 1;
+        let lines: Vec<&str> = record.iter().map(AsRef::as_ref).collect();
+        let parsed = parse_record(&lines, start + 1, self.records).map_err(|(line, kind)| Error::Parse {
+            path: self.path.clone(),
+            line,
+            kind,
+        });
+        Some(Ok((start + 1, parsed)))
+    }
 }
 
 type LineResult<T> = std::result::Result<T, (usize, ParseError)>;
@@ -410,6 +535,24 @@ fn v2000_table(molblock: &[&str], first: usize) -> LineResult<Table> {
         table.pos.push([x, y, z]);
         table.atom_at.push(k);
     }
+    // An atom line where the bonds begin: the counts line declares fewer atoms than the
+    // block holds, and a reader that follows it would cut the molecule short.
+    let k = 4 + atoms;
+    if k < molblock.len() - 1 && is_v2000_atom_line(molblock[k]) {
+        let lines = (k..molblock.len() - 1)
+            .take_while(|&k| is_v2000_atom_line(molblock[k]))
+            .count();
+        return Err(record_error(
+            at(k),
+            format!(
+                "`{}` is an atom line, but the counts line (line {}) declares {atoms} atoms, all read \
+                 before it ({} atom lines follow it): correct the atom count in columns 1-3 of the counts line",
+                excerpt(molblock[k].trim_end()),
+                at(3),
+                atoms + lines
+            ),
+        ));
+    }
     for (k, &line) in molblock.iter().enumerate().skip(4 + atoms).take(bonds) {
         let index = |a: usize| -> LineResult<usize> {
             let text = columns(line, a, a + 3);
@@ -433,6 +576,22 @@ fn v2000_table(molblock: &[&str], first: usize) -> LineResult<Table> {
     }
     v2000_properties(molblock, first, 4 + atoms + bonds, atoms, bonds)?;
     Ok(table)
+}
+
+/// Whether `line` reads as a V2000 atom line: three coordinates in their
+/// 10-column fields and a symbol in columns 32-34 (a bond line is shorter).
+fn is_v2000_atom_line(line: &str) -> bool {
+    let number = |a: usize| columns(line, a, a + 10).parse::<f64>().is_ok();
+    let symbol = columns(line, 31, 34);
+    line.is_ascii()
+        && line.len() >= 34
+        && number(0)
+        && number(10)
+        && number(20)
+        && !symbol.is_empty()
+        && symbol
+            .bytes()
+            .all(|b| b.is_ascii_alphabetic() || b"*#".contains(&b))
 }
 
 /// Whether `line` reads as a V2000 bond line between atoms of 1..=`atoms`.

@@ -20,22 +20,47 @@ pub fn pairs(n: usize) -> usize {
 
 /// Consecutive ranges of `sizes` (atoms per molecule) with at most
 /// [`MAX_MOLECULES`] molecules and [`MAX_PAIRS`] pairs each (a molecule larger
-/// than the budget alone gets a batch of its own; [`crate::checks::screen`] refuses those).
+/// than the budget alone gets a batch of its own; [`crate::checks::Screener`] refuses those).
 pub fn batches(sizes: &[usize]) -> Vec<Range<usize>> {
     let mut out = Vec::new();
-    let (mut start, mut used) = (0, 0usize);
+    let (mut batcher, mut start) = (Batcher::default(), 0);
     for (k, &n) in sizes.iter().enumerate() {
-        let p = pairs(n);
-        if k > start && (k - start == MAX_MOLECULES || used.saturating_add(p) > MAX_PAIRS) {
+        if batcher.push(n) {
             out.push(start..k);
-            (start, used) = (k, 0);
+            start = k;
         }
-        used = used.saturating_add(p);
     }
     if start < sizes.len() {
         out.push(start..sizes.len());
     }
     out
+}
+
+/// [`batches`] one molecule at a time, for molecules read as a stream
+/// (`predict`): the batches are [`batches`]'s of all the sizes pushed, so
+/// what is generated does not depend on how the input is read.
+#[derive(Debug, Default, Clone)]
+pub struct Batcher {
+    /// Molecules in the open batch.
+    molecules: usize,
+    /// Their pairs.
+    pairs: usize,
+}
+
+impl Batcher {
+    /// Takes a molecule of `n` atoms: `true` when the molecules taken before it
+    /// are a batch, closed by this one (which opens the next).
+    pub fn push(&mut self, n: usize) -> bool {
+        let p = pairs(n);
+        let full = self.molecules > 0
+            && (self.molecules == MAX_MOLECULES || self.pairs.saturating_add(p) > MAX_PAIRS);
+        if full {
+            *self = Self::default();
+        }
+        self.molecules += 1;
+        self.pairs = self.pairs.saturating_add(p);
+        full
+    }
 }
 
 #[cfg(test)]
@@ -50,5 +75,29 @@ mod tests {
         assert_eq!(batches(&[300, 300, 300, 3]), [0..2, 2..4]);
         // A molecule over the budget gets a batch of its own, never an empty one.
         assert_eq!(batches(&[3, 10_001, 3]), [0..1, 1..2, 2..3]);
+    }
+
+    /// Molecules pushed one at a time close the batches `batches` cuts from all of them at once.
+    #[test]
+    fn the_batcher_cuts_the_batches_of_the_whole_list() {
+        for seed in 0..200u64 {
+            let mut state = seed;
+            let sizes: Vec<usize> = (0..seed % 120)
+                .map(|_| {
+                    state = physcon::data::splitmix64(state);
+                    [1, 5, 20, 90, 300, 512, 600][(state % 7) as usize]
+                })
+                .collect();
+            let mut batcher = Batcher::default();
+            let mut closed: Vec<usize> = (0..sizes.len()).filter(|&k| batcher.push(sizes[k])).collect();
+            closed.push(sizes.len());
+            let expected: Vec<usize> = batches(&sizes)
+                .iter()
+                .skip(1)
+                .map(|r| r.start)
+                .chain([sizes.len()])
+                .collect();
+            assert_eq!(closed, expected, "{sizes:?}");
+        }
     }
 }

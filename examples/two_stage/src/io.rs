@@ -3,6 +3,12 @@
 //! and the predictions written in the input's format without replacing a
 //! file the user did not ask to replace.
 //!
+//! Nothing holds the whole file: [`Input::open`] reads it through once to
+//! check it as a whole (encoding, line endings, size, format), then
+//! [`Input::records`] reads it again one record at a time, and
+//! [`PredictionWriter`] writes structure by structure into a temporary file
+//! that takes the output's name only once every structure is written.
+//!
 //! Every refusal names what the user typed: the file and line of a molecule,
 //! or the flag.
 
@@ -10,8 +16,7 @@ use std::path::{Path, PathBuf};
 
 use crate::error::{flag, Error, Result};
 use physcon::data::{
-    excerpt, format_extxyz_with_info, parse_extxyz_frames, parse_sdf_records, read_text, write_text, Frame,
-    SdfRecord,
+    excerpt, format_extxyz_with_info, ExtxyzFrames, Frame, SdfRecord, SdfRecords, TextFile, TextLines,
 };
 
 use crate::aromatic::aromatize;
@@ -51,9 +56,19 @@ impl Format {
     /// PDB, mmCIF, SMILES, ...), told by its name or its content, naming the
     /// formats it does read.
     pub fn of_file(path: &Path, text: &str) -> Result<Self> {
+        let mut scan = FormatScan::default();
+        text.lines().for_each(|l| scan.line(l));
+        Self::of_scan(path, &scan)
+    }
+
+    /// [`Self::of_file`] from what [`FormatScan`] gathered from the file's lines.
+    ///
+    /// # Errors
+    /// As [`Self::of_file`].
+    pub fn of_scan(path: &Path, scan: &FormatScan) -> Result<Self> {
         let found = unsupported_name(path)
             .map(|name| (1, name))
-            .or_else(|| unsupported_content(text, Self::of_name(path).is_none()));
+            .or_else(|| scan.unsupported(Self::of_name(path).is_none()));
         if let Some((line, name)) = found {
             return Err(Error::Line {
                 path: path.to_owned(),
@@ -66,7 +81,7 @@ impl Format {
             });
         }
         Ok(Self::of_name(path).unwrap_or_else(|| {
-            let first = text.lines().find(|l| !l.trim().is_empty()).unwrap_or("");
+            let first = scan.first.as_ref().map_or("", |(_, l)| l.as_str());
             if first.trim().parse::<usize>().is_ok() {
                 Format::Extxyz
             } else {
@@ -102,43 +117,87 @@ pub fn unsupported_name(path: &Path) -> Option<&'static str> {
     }
 }
 
-/// The unsupported format `text` is written in, told by a line only that
-/// format has (`@<TRIPOS>`, PDB records, `data_`), or when the file's name
-/// tells nothing (`unnamed`), lines of SMILES in a file without `M  END`:
-/// `(1-based line, name)`.
-fn unsupported_content(text: &str, unnamed: bool) -> Option<(usize, &'static str)> {
-    let mut lines = text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty());
-    let (k, first) = lines.next()?;
-    if let Some((k, _)) = text.lines().enumerate().find(|(_, l)| l.starts_with("@<TRIPOS>")) {
-        return Some((k + 1, "a MOL2 (Tripos) file"));
+/// What a file's lines tell about its format, gathered one line at a time:
+/// the first non-blank line, the first `@<TRIPOS>` line, whether every
+/// non-blank line reads as SMILES and whether any is `M  END`.
+#[derive(Debug, Clone)]
+pub struct FormatScan {
+    /// Lines seen.
+    pub lines: usize,
+    /// The first non-blank line: (0-based index, text).
+    pub first: Option<(usize, String)>,
+    tripos: Option<usize>,
+    smiles: bool,
+    m_end: bool,
+}
+
+impl Default for FormatScan {
+    fn default() -> Self {
+        Self {
+            lines: 0,
+            first: None,
+            tripos: None,
+            smiles: true,
+            m_end: false,
+        }
     }
-    const PDB: [&str; 8] = [
-        "HEADER", "ATOM  ", "HETATM", "REMARK", "CRYST1", "COMPND", "MODEL ", "TITLE ",
-    ];
-    if PDB.iter().any(|r| first.starts_with(r)) {
-        return Some((k + 1, "a PDB file"));
+}
+
+impl FormatScan {
+    /// Takes the file's next line.
+    pub fn line(&mut self, line: &str) {
+        let k = self.lines;
+        self.lines += 1;
+        if self.tripos.is_none() && line.starts_with("@<TRIPOS>") {
+            self.tripos = Some(k);
+        }
+        self.m_end |= line.trim_end() == "M  END";
+        if line.trim().is_empty() {
+            return;
+        }
+        if self.smiles && !smiles_line(line) {
+            self.smiles = false;
+        }
+        if self.first.is_none() {
+            self.first = Some((k, line.to_owned()));
+        }
     }
-    if first.starts_with("data_") {
-        return Some((k + 1, "an (mm)CIF file"));
+
+    /// The unsupported format the lines are written in, told by a line only
+    /// that format has (`@<TRIPOS>`, PDB records, `data_`), or when the file's
+    /// name tells nothing (`unnamed`), lines of SMILES in a file without `M  END`:
+    /// `(1-based line, name)`.
+    fn unsupported(&self, unnamed: bool) -> Option<(usize, &'static str)> {
+        let (k, first) = self.first.as_ref()?;
+        if let Some(k) = self.tripos {
+            return Some((k + 1, "a MOL2 (Tripos) file"));
+        }
+        const PDB: [&str; 8] = [
+            "HEADER", "ATOM  ", "HETATM", "REMARK", "CRYST1", "COMPND", "MODEL ", "TITLE ",
+        ];
+        if PDB.iter().any(|r| first.starts_with(r)) {
+            return Some((k + 1, "a PDB file"));
+        }
+        if first.starts_with("data_") {
+            return Some((k + 1, "an (mm)CIF file"));
+        }
+        (unnamed && self.smiles && !self.m_end).then_some((k + 1, "a SMILES file"))
     }
-    // SMILES files hold one molecule per line, the SMILES and perhaps a name;
-    // every connection table or XYZ file has lines of more fields.
-    let smiles_line = |line: &str| {
-        let tokens: Vec<&str> = line.split_whitespace().collect();
-        let first = tokens.first().map_or(&b""[..], |t| t.as_bytes());
-        tokens.len() <= 2
-            && first
-                .first()
-                .is_some_and(|b| b.is_ascii_alphabetic() || b"[*".contains(b))
-            && first
-                .iter()
-                .all(|b| b.is_ascii_alphanumeric() || b"=#()[]@+-/\\%.*:$~".contains(b))
-    };
-    let smiles = unnamed
-        && smiles_line(first)
-        && lines.all(|(_, l)| smiles_line(l))
-        && !text.lines().any(|l| l.trim_end() == "M  END");
-    smiles.then_some((k + 1, "a SMILES file"))
+}
+
+/// Whether a line reads as one of a SMILES file, which holds one molecule per
+/// line, the SMILES and perhaps a name; every connection table or XYZ file has
+/// lines of more fields.
+fn smiles_line(line: &str) -> bool {
+    let tokens: Vec<&str> = line.split_whitespace().collect();
+    let first = tokens.first().map_or(&b""[..], |t| t.as_bytes());
+    tokens.len() <= 2
+        && first
+            .first()
+            .is_some_and(|b| b.is_ascii_alphabetic() || b"[*".contains(b))
+        && first
+            .iter()
+            .all(|b| b.is_ascii_alphanumeric() || b"=#()[]@+-/\\%.*:$~".contains(b))
 }
 
 /// A record of the input that could not be read.
@@ -167,7 +226,7 @@ pub struct InputMolecule {
 }
 
 impl InputMolecule {
-    fn new(frame: Frame, line: usize, atom_lines: Vec<usize>, record: Option<SdfRecord>) -> Self {
+    pub(crate) fn new(frame: Frame, line: usize, atom_lines: Vec<usize>, record: Option<SdfRecord>) -> Self {
         let mut bonds = frame.bonds.clone();
         aromatize(&frame.species, &mut bonds);
         Self {
@@ -197,105 +256,157 @@ impl InputMolecule {
     }
 }
 
-/// The molecules of a user's file: those read, and the records that could not be.
-#[derive(Debug)]
+/// A user's file of molecules: checked as a whole ([`Input::open`]), then read
+/// one record at a time ([`Input::records`]), never held whole.
+#[derive(Debug, Clone)]
 pub struct Input {
     pub path: PathBuf,
     pub format: Format,
-    pub molecules: Vec<InputMolecule>,
-    /// Records that could not be read, in file order; the others are in `molecules`.
-    pub rejected: Vec<Rejected>,
+    /// Bytes of its text (after decompression).
+    pub text_bytes: u64,
 }
 
 impl Input {
-    /// Reads and checks `path`, each record on its own: a malformed record,
-    /// a molecule without atoms or with a coordinate out of range
-    /// ([`MAX_COORDINATE`]) goes to `rejected` with its file and line, and the
-    /// other records are read.
+    /// Reads `path` through once, in bounded memory, and tells its format:
+    /// everything about the file as a whole is checked here, before any
+    /// record is read for the model.
     ///
     /// # Errors
-    /// [`Error::Io`] for a file that cannot be read; [`Error::Line`] naming the
-    /// file and line for text that is no structure file of a format predict
-    /// reads, or no molecules at all.
-    pub fn read(path: &Path) -> Result<Self> {
-        let text = read_text(path)?;
-        let format = Format::of_file(path, &text)?;
-        let records: Vec<(usize, physcon::Result<InputMolecule>)> = match format {
-            Format::Sdf => parse_sdf_records(&text, path)
-                .into_iter()
-                .map(|(line, r)| {
-                    let m =
-                        r.map(|r| InputMolecule::new(r.frame.clone(), r.line, r.atom_lines.clone(), Some(r)));
-                    (line, m)
-                })
-                .collect(),
-            Format::Extxyz => parse_extxyz_frames(&text, path)
-                .into_iter()
-                .map(|(line, frame)| {
-                    let m = frame.map(|frame| {
-                        let atom_lines = (0..frame.num_atoms()).map(|a| line + 2 + a).collect();
-                        InputMolecule::new(frame, line, atom_lines, None)
-                    });
-                    (line, m)
-                })
-                .collect(),
-        };
-        let fail = |line: usize, reason: String| Error::Line {
-            path: path.to_owned(),
-            line,
-            reason,
-        };
-        if records.is_empty() {
-            return Err(fail(
-                1,
-                format!(
+    /// [`Error::Io`] for a file that cannot be read; [`Error::Line`] (or the
+    /// readers' [`physcon::Error::Parse`]) naming the file and line for text
+    /// that is no structure file of a format predict reads (binary, UTF-16,
+    /// CR-only line endings, over 4 GiB, MOL2, PDB, ...), or no molecules at all.
+    pub fn open(path: &Path) -> Result<Self> {
+        let mut lines = TextLines::open(path)?;
+        let mut scan = FormatScan::default();
+        while let Some(line) = lines.next_line()? {
+            scan.line(&line);
+        }
+        let format = Format::of_scan(path, &scan)?;
+        // Every format reads a record from a file with a non-blank line.
+        if scan.first.is_none() {
+            return Err(Error::Line {
+                path: path.to_owned(),
+                line: 1,
+                reason: format!(
                     "no molecules ({}): nothing to predict",
-                    if text.is_empty() {
-                        "the file is empty".to_owned()
-                    } else if text.trim().is_empty() {
-                        "the file holds only blank lines".to_owned()
+                    if scan.lines == 0 {
+                        "the file is empty"
                     } else {
-                        format!("read as {}", format.name())
+                        "the file holds only blank lines"
                     }
                 ),
-            ));
-        }
-        let check = |m: InputMolecule| -> Result<InputMolecule> {
-            let id = excerpt(&m.frame.mol_id);
-            if m.frame.species.is_empty() {
-                return Err(fail(m.line, format!("molecule `{id}` has no atoms")));
-            }
-            for (a, p) in m.frame.pos.iter().enumerate() {
-                if let Some(x) = p.iter().find(|x| x.abs() > MAX_COORDINATE) {
-                    return Err(fail(
-                        m.atom_lines[a],
-                        format!(
-                            "molecule `{id}`: coordinate {x:e} Å is out of range (|x| ≤ {MAX_COORDINATE:e} Å; the model computes in f32)"
-                        ),
-                    ));
-                }
-            }
-            Ok(m)
-        };
-        let (mut molecules, mut rejected) = (Vec::new(), Vec::new());
-        for (line, record) in records {
-            match record.map_err(Error::from).and_then(check) {
-                Ok(m) => molecules.push(m),
-                Err(error) => rejected.push(Rejected { line, error }),
-            }
+            });
         }
         Ok(Self {
             path: path.to_owned(),
             format,
-            molecules,
-            rejected,
+            text_bytes: lines.bytes_read(),
         })
     }
 
-    /// Records in the file, read or not.
-    pub fn records(&self) -> usize {
-        self.molecules.len() + self.rejected.len()
+    /// The file's records from its first, read one at a time.
+    ///
+    /// # Errors
+    /// [`Error::Io`] for a file that cannot be opened.
+    pub fn records(&self) -> Result<Records> {
+        let lines = TextLines::open(&self.path)?;
+        let reader = match self.format {
+            Format::Sdf => Reader::Sdf(SdfRecords::new(lines, &self.path)),
+            Format::Extxyz => Reader::Extxyz(ExtxyzFrames::new(lines, &self.path)),
+        };
+        Ok(Records {
+            path: self.path.clone(),
+            reader,
+            records: 0,
+        })
     }
+}
+
+/// The records of an [`Input`], one at a time.
+#[derive(Debug)]
+pub struct Records {
+    path: PathBuf,
+    reader: Reader,
+    records: usize,
+}
+
+#[derive(Debug)]
+enum Reader {
+    Sdf(SdfRecords<TextLines>),
+    Extxyz(ExtxyzFrames<TextLines, String>),
+}
+
+impl Records {
+    /// The next record, checked on its own: a molecule, or a record that is
+    /// malformed, has no atoms or a coordinate out of range
+    /// ([`MAX_COORDINATE`]), with its file and line.
+    ///
+    /// # Errors
+    /// What ends the file's lines: a read error, or (if the file changed
+    /// since [`Input::open`]) a fault of its text.
+    pub fn next_record(&mut self) -> Result<Option<std::result::Result<InputMolecule, Rejected>>> {
+        let record = match &mut self.reader {
+            Reader::Sdf(r) => r.next().transpose()?.map(|(line, r)| {
+                let m = r.map(|r| InputMolecule::new(r.frame.clone(), r.line, r.atom_lines.clone(), Some(r)));
+                (line, m)
+            }),
+            Reader::Extxyz(r) => r.next().transpose()?.map(|(line, frame)| {
+                let m = frame.map(|frame| {
+                    let atom_lines = (0..frame.num_atoms()).map(|a| line + 2 + a).collect();
+                    InputMolecule::new(frame, line, atom_lines, None)
+                });
+                (line, m)
+            }),
+        };
+        let Some((line, record)) = record else {
+            return Ok(None);
+        };
+        self.records += 1;
+        Ok(Some(
+            record
+                .map_err(Error::from)
+                .and_then(|m| check_molecule(&self.path, m))
+                .map_err(|error| Rejected { line, error }),
+        ))
+    }
+
+    /// Records read so far, read or not.
+    pub fn records(&self) -> usize {
+        self.records
+    }
+
+    /// Bytes of the file's text read so far.
+    pub fn bytes_read(&self) -> u64 {
+        match &self.reader {
+            Reader::Sdf(r) => r.lines().bytes_read(),
+            Reader::Extxyz(r) => r.lines().bytes_read(),
+        }
+    }
+}
+
+/// Refuses a molecule without atoms or with a coordinate out of range ([`MAX_COORDINATE`]).
+fn check_molecule(path: &Path, m: InputMolecule) -> Result<InputMolecule> {
+    let fail = |line: usize, reason: String| Error::Line {
+        path: path.to_owned(),
+        line,
+        reason,
+    };
+    let id = excerpt(&m.frame.mol_id);
+    if m.frame.species.is_empty() {
+        return Err(fail(m.line, format!("molecule `{id}` has no atoms")));
+    }
+    for (a, p) in m.frame.pos.iter().enumerate() {
+        if let Some(x) = p.iter().find(|x| x.abs() > MAX_COORDINATE) {
+            return Err(fail(
+                m.atom_lines[a],
+                format!(
+                    "molecule `{id}`: coordinate {x:e} Å is out of range (|x| ≤ {MAX_COORDINATE:e} Å; the model computes in f32)"
+                ),
+            ));
+        }
+    }
+    Ok(m)
 }
 
 /// Refuses an output file (`arg`: `--output` or `--npz`) that would replace
@@ -386,9 +497,8 @@ pub fn place_like(input: &[[f64; 3]], sample: &[[f64; 3]]) -> Vec<[f64; 3]> {
         .collect()
 }
 
-/// One predicted structure: the input molecule's index, the sample's index and its positions.
+/// One predicted structure of a molecule: the sample's index and its positions.
 pub struct Prediction {
-    pub molecule: usize,
     pub sample: i64,
     pub pos: Vec<[f64; 3]>,
     /// Why it is not written to --output (exploded, or wider than the format), if so.
@@ -430,51 +540,91 @@ pub fn unwritable(m: &InputMolecule, pos: &[[f64; 3]]) -> Option<String> {
     ))
 }
 
-/// The predictions as frames: each its input molecule with the predicted
-/// positions, `level` `physcon-<model>`, no energy or forces.
-pub fn predicted_frames(input: &Input, predictions: &[&Prediction], model: &str) -> Vec<Frame> {
-    predictions
-        .iter()
-        .map(|p| Frame {
-            level: Some(format!("physcon-{model}")),
-            energy: None,
-            forces: None,
-            pos: p.pos.clone(),
-            ..input.molecules[p.molecule].frame.clone()
-        })
-        .collect()
+/// A prediction as a frame: its input molecule with the predicted positions,
+/// `level` `physcon-<model>`, no energy or forces.
+pub fn predicted_frame(m: &InputMolecule, p: &Prediction, model: &str) -> Frame {
+    Frame {
+        level: Some(format!("physcon-{model}")),
+        energy: None,
+        forces: None,
+        pos: p.pos.clone(),
+        ..m.frame.clone()
+    }
 }
 
-/// Writes predictions in the input's format (SDF keeps each record's text
-/// and adds the data items `physcon_sample` and `physcon_model`), atomically,
-/// gzip when `path` ends in `.gz`.
-///
-/// # Errors
-/// The writers' errors; [`Error::Io`] naming `path`.
-pub fn write_predictions(path: &Path, input: &Input, predictions: &[&Prediction], model: &str) -> Result<()> {
-    let text = match input.format {
-        Format::Extxyz => {
-            let info: Vec<_> = predictions.iter().map(|p| p.guard_keys()).collect();
-            format_extxyz_with_info(&predicted_frames(input, predictions, model), &info)?
+/// Writes predictions in the input's format, one structure at a time (SDF
+/// keeps each record's text and adds the data items `physcon_sample` and
+/// `physcon_model`), gzip when the path ends in `.gz`: into a temporary file
+/// beside it, created with the first structure, that takes the path's name at
+/// [`PredictionWriter::commit`]. Dropped without a commit (an error on the
+/// way), it leaves nothing behind: no structure is written unless all are.
+pub struct PredictionWriter {
+    path: PathBuf,
+    format: Format,
+    model: String,
+    file: Option<TextFile>,
+    written: usize,
+}
+
+impl PredictionWriter {
+    /// A writer to `path` of structures in `format` by the model `model`; nothing is created yet.
+    pub fn new(path: &Path, format: Format, model: &str) -> Self {
+        Self {
+            path: path.to_owned(),
+            format,
+            model: model.to_owned(),
+            file: None,
+            written: 0,
         }
-        Format::Sdf => {
-            let mut text = String::new();
-            for p in predictions {
-                let record = input.molecules[p.molecule]
+    }
+
+    /// Appends `p`, a structure of `m`.
+    ///
+    /// # Errors
+    /// The writers' errors; [`Error::Io`] naming the file.
+    pub fn write(&mut self, m: &InputMolecule, p: &Prediction) -> Result<()> {
+        let text = match self.format {
+            Format::Extxyz => {
+                format_extxyz_with_info(&[predicted_frame(m, p, &self.model)], &[p.guard_keys()])?
+            }
+            Format::Sdf => {
+                let record = m
                     .record
                     .as_ref()
                     .ok_or_else(|| flag("--input", "an SDF molecule without its record".into()))?;
                 let mut record = record
                     .with_positions(&p.pos)?
                     .with_property("physcon_sample", &p.sample.to_string())
-                    .with_property("physcon_model", model);
+                    .with_property("physcon_model", &self.model);
                 for (key, value) in p.guard_keys() {
                     record = record.with_property(&key, &value);
                 }
-                text.push_str(&record.to_text());
+                record.to_text()
             }
-            text
-        }
-    };
-    Ok(write_text(path, &text)?)
+        };
+        let file = match &mut self.file {
+            Some(file) => file,
+            None => self.file.insert(TextFile::create(&self.path)?),
+        };
+        file.write(&text)?;
+        self.written += 1;
+        Ok(())
+    }
+
+    /// Structures written so far.
+    pub fn written(&self) -> usize {
+        self.written
+    }
+
+    /// Puts the file in place (an empty one if nothing was written).
+    ///
+    /// # Errors
+    /// [`Error::Io`] naming the file that failed; nothing is left behind.
+    pub fn commit(self) -> Result<()> {
+        let file = match self.file {
+            Some(file) => file,
+            None => TextFile::create(&self.path)?,
+        };
+        Ok(file.commit()?)
+    }
 }

@@ -29,8 +29,9 @@
 //! - [`eval`] and [`report`]: scores on a split, tables, plots;
 //! - [`teacher`]: the energy model's force and energy errors (how good a teacher it is);
 //! - [`io`]: users' molecules (SDF/MOL, extended XYZ) in and out of `predict`;
-//! - [`checks`]: what `predict` checks about each molecule (size, 2D, implicit
-//!   hydrogens, exploded structures) and its memory-bounded batches;
+//! - [`checks`]: what `predict` checks about each molecule (size, the input's
+//!   own geometry, 2D drawings, valences with formal charges, exploded
+//!   structures) and its memory-bounded batches;
 //! - [`aromatic`]: Kekulé-written aromatic rings in the training data's convention;
 //! - [`threads`]: libtorch's thread count (`--threads`, `OMP_NUM_THREADS`).
 //! - [`npz`]: `predict`'s and `evaluate`'s results as NumPy `.npz` files.

@@ -14,8 +14,9 @@
 //! | key | dtype | shape | what |
 //! |---|---|---|---|
 //! | `exploded` | bool | `[M, K]` | the sample is no structure (exploded, or not writable to the SDF): left out of --output |
-//! | `flat_input` | bool | `[M]` | the input's z coordinates all lie within 0.001 Å (a 2D drawing) |
-//! | `implicit_hydrogens` | bool | `[M]` | a carbon of the input is short of four bonds (hydrogens not explicit) |
+//! | `flat_input` | bool | `[M]` | the input is a 2D drawing (its SDF header says 2D, or without a code every z is 0) |
+//! | `implicit_hydrogens` | bool | `[M]` | a carbon of the input is short of the bonds its charge leaves it (hydrogens not explicit) |
+//! | `hypervalent` | bool | `[M]` | an atom of the input has more bonds than its element and formal charge take |
 //!
 //! and from `evaluate` also, judged against the split's GFN2-xTB minima:
 //!
@@ -28,23 +29,23 @@
 //! | `baseline_egap` | float64 | `[M]` | energy gap of the cheap structure under the model (eV) |
 //! | `energy_ref` | float64 | `[M]` | the model's energy at the minimum (eV) |
 //!
-//! Files are uncompressed (as `numpy.savez` writes them) and written atomically.
+//! Files are uncompressed (as `numpy.savez` writes them) and written atomically, straight
+//! into a temporary file beside their name (no copy of the archive in memory).
 
-use std::io::{Cursor, Read, Seek, Write};
+use std::io::{BufWriter, Read, Seek, Write};
 use std::path::Path;
 
 use crate::{Error, Result};
 use ndarray_npy::{
     NpzReader, NpzWriter, ReadDataError, ReadableElement, WritableElement, WriteDataError, WriteNpzError,
 };
-use physcon::data::write_atomic;
-use physcon::data::Frame;
-use physcon::ndarray::{Array1, Array2};
+use physcon::data::AtomicFile;
+use physcon::ndarray::{Array1, Array2, Array3, ShapeError};
 use py_literal::Value as PyValue;
 
-use crate::checks::Screened;
+use crate::checks::Screen;
 use crate::eval::{MoleculeResults, Structures};
-use crate::io::{Input, Prediction};
+use crate::io::{InputMolecule, Prediction};
 
 /// Writes structures alone (the keys `mol_id`, `species`, `batch`, `positions`) to `path`, atomically.
 ///
@@ -55,51 +56,139 @@ pub fn write_structures(path: &Path, structures: &Structures) -> Result<()> {
     write_npz(path, structures, |_| Ok(()))
 }
 
-/// Writes `predict`'s structures to `path`, atomically: every sample of each
-/// predicted molecule (`samples` per molecule, in input order), with the
-/// findings about each as flags.
-///
-/// # Errors
-/// [`Error::Invalid`] for a `mol_id` longer than 256 characters;
-/// [`Error::Io`] for the archive or the file system.
-pub fn write_predictions(
-    path: &Path,
-    input: &Input,
-    predictions: &[Prediction],
-    screened: &Screened,
+/// `predict`'s arrays, gathered molecule by molecule as the structures are
+/// predicted, and written at the end ([`PredictedArrays::write`]): every sample
+/// of each predicted molecule (in input order), with the findings about each as
+/// flags. Only what the file holds is kept, as compact as the arrays: the
+/// positions (`K × 3` float64 per atom), species, ids and flags; not the
+/// molecules, their records or their text.
+#[derive(Debug, Clone)]
+pub struct PredictedArrays {
     samples: usize,
-) -> Result<()> {
-    let frames: Vec<Frame> = predictions
-        .iter()
-        .map(|p| Frame {
-            pos: p.pos.clone(),
-            ..input.molecules[p.molecule].frame.clone()
-        })
-        .collect();
-    let structures = Structures::from_samples(&frames, samples)?;
-    let molecules: Vec<usize> = predictions.iter().step_by(samples).map(|p| p.molecule).collect();
-    let exploded = Array2::from_shape_fn((molecules.len(), samples), |(m, k)| {
-        predictions[m * samples + k].problem.is_some()
-    });
-    let per_molecule = |flags: &[bool]| molecules.iter().map(|&m| flags[m]).collect::<Array1<bool>>();
-    // The guard's verdicts `[M, K]`, when every structure has one.
-    let verdicts: Option<Vec<(bool, f64)>> = predictions.iter().map(|p| p.guard).collect();
-    let verdicts = verdicts.map(|v| {
-        let shape = (molecules.len(), samples);
-        (
-            Array2::from_shape_fn(shape, |(m, k)| v[m * samples + k].0),
-            Array2::from_shape_fn(shape, |(m, k)| v[m * samples + k].1),
-        )
-    });
-    write_npz(path, &structures, |npz| {
-        if let Some((refined, energy_change)) = &verdicts {
-            npz.add_array("refined", refined)?;
-            npz.add_array("energy_change", energy_change)?;
+    mol_ids: Vec<String>,
+    species: Vec<i64>,
+    /// Atoms of each molecule.
+    atoms: Vec<usize>,
+    /// Per sample, the positions of every atom so far (`[N, 3]` flattened).
+    positions: Vec<Vec<f64>>,
+    /// `[M, K]` flattened.
+    exploded: Vec<bool>,
+    /// The guard's verdicts `[M, K]` flattened, while every structure has one.
+    verdicts: Option<(Vec<bool>, Vec<f64>)>,
+    flat: Vec<bool>,
+    implicit_h: Vec<bool>,
+    hypervalent: Vec<bool>,
+}
+
+impl PredictedArrays {
+    /// Arrays for `samples` structures per molecule.
+    pub fn new(samples: usize) -> Self {
+        Self {
+            samples,
+            mol_ids: Vec::new(),
+            species: Vec::new(),
+            atoms: Vec::new(),
+            positions: vec![Vec::new(); samples],
+            exploded: Vec::new(),
+            verdicts: Some((Vec::new(), Vec::new())),
+            flat: Vec::new(),
+            implicit_h: Vec::new(),
+            hypervalent: Vec::new(),
         }
-        npz.add_array("exploded", &exploded)?;
-        npz.add_array("flat_input", &per_molecule(&screened.flat))?;
-        npz.add_array("implicit_hydrogens", &per_molecule(&screened.implicit_h))
-    })
+    }
+
+    /// Takes the `samples` structures predicted for `m`, and what was found about it.
+    ///
+    /// # Errors
+    /// [`Error::Invalid`] for another number of structures, or of atoms.
+    pub fn push(&mut self, m: &InputMolecule, screen: &Screen, predictions: &[Prediction]) -> Result<()> {
+        let atoms = m.frame.num_atoms();
+        if predictions.len() != self.samples || predictions.iter().any(|p| p.pos.len() != atoms) {
+            return Err(Error::Invalid {
+                name: "predictions",
+                reason: format!(
+                    "{} structures of `{}` for {} samples of {atoms} atoms",
+                    predictions.len(),
+                    m.frame.mol_id,
+                    self.samples
+                ),
+            });
+        }
+        self.mol_ids.push(m.frame.mol_id.clone());
+        self.species.extend_from_slice(&m.frame.species);
+        self.atoms.push(atoms);
+        for (k, p) in predictions.iter().enumerate() {
+            self.positions[k].extend(p.pos.iter().flatten());
+            self.exploded.push(p.problem.is_some());
+            self.verdicts = self.verdicts.take().and_then(|(mut kept, mut change)| {
+                let (k, c) = p.guard?;
+                kept.push(k);
+                change.push(c);
+                Some((kept, change))
+            });
+        }
+        self.flat.push(screen.flat);
+        self.implicit_h.push(screen.implicit_h);
+        self.hypervalent.push(screen.hypervalent);
+        Ok(())
+    }
+
+    /// Writes the arrays to `path`, atomically.
+    ///
+    /// # Errors
+    /// [`Error::Invalid`] for a `mol_id` longer than 256 characters;
+    /// [`Error::Io`] for the archive or the file system.
+    pub fn write(self, path: &Path) -> Result<()> {
+        let shape = (self.mol_ids.len(), self.samples);
+        let n = self.species.len();
+        let invalid = |e: ShapeError| Error::Invalid {
+            name: "predictions",
+            reason: e.to_string(),
+        };
+        // [K, N, 3]: the samples one after the other, behind the first (one sample: no copy).
+        let mut samples = self.positions.into_iter();
+        let mut positions = samples.next().unwrap_or_default();
+        positions.reserve_exact(self.samples.saturating_sub(1) * n * 3);
+        for sample in samples {
+            positions.extend(sample);
+        }
+        let structures = Structures {
+            mol_ids: self.mol_ids,
+            batch: self
+                .atoms
+                .iter()
+                .enumerate()
+                .flat_map(|(m, &a)| std::iter::repeat_n(m as i64, a))
+                .collect(),
+            species: Array1::from(self.species),
+            positions: Array3::from_shape_vec((self.samples, n, 3), positions).map_err(invalid)?,
+        };
+        let exploded = Array2::from_shape_vec(shape, self.exploded).map_err(invalid)?;
+        let verdicts = self
+            .verdicts
+            .map(|(kept, change)| {
+                Ok::<_, Error>((
+                    Array2::from_shape_vec(shape, kept).map_err(invalid)?,
+                    Array2::from_shape_vec(shape, change).map_err(invalid)?,
+                ))
+            })
+            .transpose()?;
+        let (flat, implicit_h, hypervalent) = (
+            Array1::from(self.flat),
+            Array1::from(self.implicit_h),
+            Array1::from(self.hypervalent),
+        );
+        write_npz(path, &structures, |npz| {
+            if let Some((refined, energy_change)) = &verdicts {
+                npz.add_array("refined", refined)?;
+                npz.add_array("energy_change", energy_change)?;
+            }
+            npz.add_array("exploded", &exploded)?;
+            npz.add_array("flat_input", &flat)?;
+            npz.add_array("implicit_hydrogens", &implicit_h)?;
+            npz.add_array("hypervalent", &hypervalent)
+        })
+    }
 }
 
 /// Writes `evaluate`'s per-molecule results to `path`, atomically.
@@ -135,11 +224,12 @@ pub fn read_mol_ids<R: Read + Seek>(npz: &mut NpzReader<R>) -> Result<Vec<String
         })
 }
 
-type Writer = NpzWriter<Cursor<Vec<u8>>>;
+type Writer = NpzWriter<BufWriter<AtomicFile>>;
 
-/// Builds the archive in memory (the structures' keys, then what `more` adds),
-/// then writes it with [`write_atomic`]: a crash leaves the old file or the
-/// new one, never a part.
+/// Writes the archive (the structures' keys, then what `more` adds) into a
+/// temporary file beside `path` that takes its name once complete
+/// ([`AtomicFile`]): a crash leaves the old file or the new one, never a part,
+/// and a failure leaves nothing.
 fn write_npz(
     path: &Path,
     s: &Structures,
@@ -158,7 +248,8 @@ fn write_npz(
             reason: format!("{longest} characters; the .npz output holds at most 256"),
         });
     }
-    let mut npz = NpzWriter::new(Cursor::new(Vec::new()));
+    let file = AtomicFile::create(path)?;
+    let mut npz = NpzWriter::new(BufWriter::with_capacity(1 << 20, file));
     let written = match longest {
         0..=16 => ids::<16>(&mut npz, &s.mol_ids),
         17..=64 => ids::<64>(&mut npz, &s.mol_ids),
@@ -169,13 +260,15 @@ fn write_npz(
     .and_then(|()| npz.add_array("positions", &s.positions))
     .and_then(|()| more(&mut npz))
     .and_then(|()| npz.finish());
-    let bytes = written
-        .map_err(|e| Error::Io {
-            path: path.to_owned(),
-            source: std::io::Error::other(e),
-        })?
-        .into_inner();
-    Ok(write_atomic(path, &bytes)?)
+    let io = |source| Error::Io {
+        path: path.to_owned(),
+        source,
+    };
+    let file = written
+        .map_err(|e| io(std::io::Error::other(e)))?
+        .into_inner()
+        .map_err(|e| io(e.into_error()))?;
+    Ok(file.commit()?)
 }
 
 /// A string as NumPy's fixed-width unicode `<U{W}`: UTF-32LE code points, NUL-padded.

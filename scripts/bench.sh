@@ -39,6 +39,9 @@ tuned)
     ;;
 esac
 mkdir -p "${out}"
+# Absolute: cargo runs each bench from its own package's folder, where a relative
+# --json path would not exist.
+out="$(cd "${out}" && pwd)"
 run() { scripts/with-libtorch.sh "$@"; }
 py="${PYTHON:-python3}"
 

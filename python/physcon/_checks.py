@@ -94,12 +94,8 @@ def finite(arg: str, t: Tensor) -> None:
     # A finite sum clears the usual case with one reduction; the exact test is
     # kept for a non-finite sum (a bad element, or finite elements that overflow).
     total = t.sum(dtype=t.dtype).item()
-    if not _is_finite(total) and not bool(torch.isfinite(t).all()):
+    if not math.isfinite(total) and not bool(torch.isfinite(t).all()):
         raise ValueError(f"`{arg}` contains NaN or infinite values")
-
-
-def _is_finite(x: float) -> bool:
-    return math.isfinite(x)
 
 
 class Finite:
@@ -136,12 +132,12 @@ class Finite:
             # One reduction over every value: finite whenever each value is (a non-finite
             # sum, or finite values that overflow, goes to the exact test per argument).
             total = torch.cat([t.reshape(-1) for t in tensors]).sum().item()
-            if _is_finite(total):
+            if math.isfinite(total):
                 return
             sums = [math.nan] * len(tensors)
         else:
             # Each sum in its own dtype, so that a float16 sum overflows as float16 would.
             sums = host_floats([t.sum(dtype=t.dtype) for t in tensors])
         for (arg, t), total in zip(self.pending, sums):
-            if not _is_finite(total):
+            if not math.isfinite(total):
                 finite(arg, t)

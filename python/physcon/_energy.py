@@ -9,7 +9,7 @@ stationarity loss and for force training: SiLU, not ReLU).
 from __future__ import annotations
 
 import contextlib
-from typing import Callable, Iterator, Optional, Tuple
+from typing import Callable, Iterator, Tuple
 
 import torch
 from torch import Tensor
@@ -92,19 +92,24 @@ def grad_or_zeros(output: Tensor, x: Tensor, *, retain_graph: bool, create_graph
     return torch.zeros_like(x) if grad is None else grad
 
 
+def grad_of_energy(energy: Tensor, x: Tensor, *, retain_graph: bool, create_graph: bool) -> Tensor:
+    """``d sum(energy) / dx`` for energies (or a loss made of them) computed at ``x``; refuses
+    an output without a graph and one that does not depend on ``x`` (a silent zero otherwise)."""
+    if not energy.requires_grad:
+        raise ValueError(NO_GRAPH)
+    total = energy if energy.dim() == 0 else energy.sum(dtype=energy.dtype)
+    (grad,) = torch.autograd.grad(total, x, retain_graph=retain_graph, create_graph=create_graph, allow_unused=True)
+    if grad is None:
+        raise ValueError(NO_POSITION_DEPENDENCE)
+    return grad
+
+
 def energy_and_grad(
     model: EnergyFn, x: Tensor, b: Batch, finite: Finite, *, retain_graph: bool, create_graph: bool
 ) -> Tuple[Tensor, Tensor]:
     """``E(x)`` and ``dE/dx`` (``x`` must require grad); an energy that does not depend on ``x`` is refused."""
     energy = evaluate(model, x, b, finite)
-    if not energy.requires_grad:
-        raise ValueError(NO_GRAPH)
-    (grad,) = torch.autograd.grad(
-        energy.sum(dtype=energy.dtype), x, retain_graph=retain_graph, create_graph=create_graph, allow_unused=True
-    )
-    if grad is None:
-        raise ValueError(NO_POSITION_DEPENDENCE)
-    return energy, grad
+    return energy, grad_of_energy(energy, x, retain_graph=retain_graph, create_graph=create_graph)
 
 
 def energy_and_forces(
@@ -152,7 +157,3 @@ def energy_and_forces(
 def forces(model: EnergyFn, pos: Tensor, batch: BatchLike, *, create_graph: bool = False) -> Tensor:
     """The forces of ``energy_and_forces``, for when the energy itself is not needed."""
     return energy_and_forces(model, pos, batch, create_graph=create_graph)[1]
-
-
-def optional_detach(t: Optional[Tensor], detach: bool) -> Optional[Tensor]:
-    return t.detach() if (detach and t is not None) else t

@@ -51,7 +51,7 @@ class NoiseLevel:
         if not check.is_compiling():
             a_low, s_low, a_high, s_high = check.host_floats([alpha.min(), sigma.min(), alpha.max(), sigma.max()])
             for arg, low, high in (("alpha", a_low, a_high), ("sigma", s_low, s_high)):
-                if not (low > 0.0 and check._is_finite(high)):
+                if not (low > 0.0 and math.isfinite(high)):
                     raise ValueError(
                         f"`{arg}`: every value must be positive and finite (range {low} to {high})"
                     )
@@ -142,7 +142,7 @@ class NoiseSchedule:
         n = steps
         if kind == "cosine":
             s = float(s)
-            if not (check._is_finite(s) and s >= 0.0):
+            if not (math.isfinite(s) and s >= 0.0):
                 raise ValueError(f"`s`: must be finite and >= 0, got {s}")
 
             def f(t: int) -> float:
@@ -154,7 +154,7 @@ class NoiseSchedule:
             beta_start, beta_end = float(beta_start), float(beta_end)
 
             def ok(v: float) -> bool:
-                return check._is_finite(v) and 0.0 < v < 1.0
+                return math.isfinite(v) and 0.0 < v < 1.0
 
             if not (ok(beta_start) and ok(beta_end) and beta_start <= beta_end):
                 raise ValueError(

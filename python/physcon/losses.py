@@ -25,6 +25,8 @@ after them. Inputs are checked for shape, dtype, device and finiteness
 
 from __future__ import annotations
 
+import math
+
 import enum
 from typing import Callable, Optional, Tuple, Union
 
@@ -35,12 +37,11 @@ from . import _checks as check
 from ._batch import Batch, BatchLike, as_batch
 from ._checks import Finite
 from ._energy import (
-    NO_GRAPH,
-    NO_POSITION_DEPENDENCE,
     EnergyFn,
     derivatives,
     energy_and_grad,
     evaluate,
+    grad_of_energy,
     grad_or_zeros,
     leaf_copy,
     refuse_inference_mode,
@@ -153,7 +154,7 @@ class PerMolecule:
         check.on_device("weights", weights, values.device, of="the loss")
         if self.checks == "full" and values.numel() > 0 and not check.is_compiling():
             low, total = check.host_floats([weights.min(), weights.sum(dtype=torch.float64)])
-            if not (low >= 0.0 and check._is_finite(total)):
+            if not (low >= 0.0 and math.isfinite(total)):
                 raise ValueError(f"`weights`: must be finite and >= 0 (smallest {low}, sum {total})")
         weights = weights.detach()
         if self.mask is not None:
@@ -389,11 +390,7 @@ def _with_flow(
     # Molecules do not interact, so the gradient of the sum holds each molecule's own gradient on its atoms.
     total = value if reduce else value.sum(dtype=value.dtype)
     if required:
-        if not total.requires_grad:
-            raise ValueError(NO_GRAPH)
-        (v,) = torch.autograd.grad(total, x, allow_unused=True)
-        if v is None:
-            raise ValueError(NO_POSITION_DEPENDENCE)
+        v = grad_of_energy(total, x, retain_graph=False, create_graph=False)
     else:
         v = grad_or_zeros(total, x, retain_graph=False, create_graph=False)
     return _surrogate(value, v, structure, b)
@@ -510,22 +507,13 @@ class EnergyDescentLoss(nn.Module):
             e = evaluate(energy, x, b, finite)
             if flow != GradientFlow.TO_STRUCTURE:
                 # Under TO_STRUCTURE `_with_flow` finds a missing path for free; here it costs one backward.
-                _depends_on(e, x)
+                grad_of_energy(e, x, retain_graph=True, create_graph=False)
             return (e - reference_energy) / b.counts_as(x.dtype)
 
         with derivatives() as detach:
             value = _with_flow(flow, structure, b, finite, per_molecule, reduce=reduce, required=True)
             finite.finish()
         return value.detach() if detach else value
-
-
-def _depends_on(energy: Tensor, x: Tensor) -> None:
-    """Refuses an energy with no autograd path to ``x`` (a silent zero otherwise)."""
-    if not energy.requires_grad:
-        raise ValueError(NO_GRAPH)
-    (grad,) = torch.autograd.grad(energy.sum(dtype=energy.dtype), x, retain_graph=True, allow_unused=True)
-    if grad is None:
-        raise ValueError(NO_POSITION_DEPENDENCE)
 
 
 class ScoreConsistency(nn.Module):
@@ -644,8 +632,7 @@ class ScoreConsistency(nn.Module):
         return _finish(values, None, self.checks, detach)
 
     def _values(self, eps_hat: Tensor, f: Tensor, level: NoiseLevel, b: Batch, finite: Finite) -> Tensor:
-        ratio = b.expand(level.sigma / level.alpha / -self.kt).unsqueeze(1)
-        target = b.centre(f) * ratio
+        target = _score_target(f, level, self.kt, b)
         if self.flow == GradientFlow.TO_STRUCTURE:
             target = target.detach()
         elif self.flow == GradientFlow.TO_ENERGY:
@@ -681,5 +668,10 @@ def score_target(forces: Tensor, level: NoiseLevel, kt: float, batch: BatchLike)
     b.check_atoms3("forces", forces)
     check.finite("forces", forces)
     level.check(b, forces.dtype)
+    return _score_target(forces, level, kt, b)
+
+
+def _score_target(forces: Tensor, level: NoiseLevel, kt: float, b: Batch) -> Tensor:
+    """``eps* = -(s / a) centre(F) / kT`` per atom, without checks."""
     ratio = b.expand(level.sigma / level.alpha / -kt).unsqueeze(1)
     return b.centre(forces) * ratio
